@@ -1,0 +1,51 @@
+"""Export the student of a distillation checkpoint as a plain checkpoint of the stock library."""
+from __future__ import annotations
+
+import torch
+from mmengine.config import Config
+
+from .engine.runner import DISTILL_TYPES
+
+
+def student_config(cfg: Config) -> Config:
+    """The student's own config: ``model`` replaced by the student, mmdistill not needed."""
+    cfg = cfg.copy()
+    if cfg.model.get('type') not in DISTILL_TYPES:
+        raise ValueError(f'model.type is {cfg.model.get("type")!r}, not one of {DISTILL_TYPES}')
+    cfg.model = cfg.model.student
+    imports = [m for m in cfg.get('custom_imports', {}).get('imports', [])
+               if m != 'mmdistill' and not m.startswith('mmdistill.')]
+    if 'custom_imports' in cfg:
+        if imports:
+            cfg.custom_imports['imports'] = imports
+        else:
+            cfg.pop('custom_imports')
+    return cfg
+
+
+def export_student(config: str | Config, checkpoint: str, out: str,
+                   out_config: str | None = None) -> int:
+    """Write ``{'state_dict': student weights, 'meta': ...}`` to ``out``; return the tensor count.
+
+    Training checkpoints hold mmengine's message hub and numpy arrays, so this loads the run's own
+    checkpoint with those types allowed (never use it on files from elsewhere).
+    """
+    from .engine.runner import _resume_safe_globals
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    with torch.serialization.safe_globals(_resume_safe_globals()):
+        ckpt = torch.load(checkpoint, map_location='cpu')
+    state = ckpt.get('state_dict', ckpt)
+    prefix = 'student.'
+    student = {}
+    for key, value in state.items():
+        key = key[len('module.'):] if key.startswith('module.') else key
+        if key.startswith(prefix):
+            student[key[len(prefix):]] = value
+    if not student:
+        raise ValueError(f'{checkpoint}: no "student." keys; is it a distillation checkpoint?')
+    meta = {k: v for k, v in ckpt.get('meta', {}).items()
+            if k in ('dataset_meta', 'mmengine_version', 'experiment_name', 'seed')}
+    torch.save({'state_dict': student, 'meta': meta}, out)
+    if out_config:
+        student_config(cfg).dump(out_config)
+    return len(student)

@@ -1,0 +1,3 @@
+from .ctkd_hook import CTKDTemperatureHook
+
+__all__ = ['CTKDTemperatureHook']

@@ -1,0 +1,16 @@
+"""Distillation losses, one method per file; importing this registers them in DISTILL_LOSSES."""
+from .at import ATLoss
+from .ccd import CCDLoss
+from .crd import CRDLoss
+from .ctkd import CTKDLoss
+from .cwd import CWDLoss
+from .dkd import DKDLoss
+from .fgd import FGDLoss
+from .fitnet import FitNetLoss
+from .kd import KDLoss
+from .mgd import MGDLoss
+from .ofa import OFALoss
+from .sdd import SDDLoss
+
+__all__ = ['ATLoss', 'CCDLoss', 'CRDLoss', 'CTKDLoss', 'CWDLoss', 'DKDLoss', 'FGDLoss',
+           'FitNetLoss', 'KDLoss', 'MGDLoss', 'OFALoss', 'SDDLoss']

@@ -1,0 +1,81 @@
+"""AT: Attention Transfer.
+
+Zagoruyko and Komodakis, "Paying More Attention to Attention: Improving the Performance of
+Convolutional Neural Networks via Attention Transfer", ICLR 2017. Official code:
+https://github.com/szagoruyko/attention-transfer; this follows megvii-research/mdistiller's
+``single_stage_at_loss`` (one tap per loss entry)::
+
+    at(F) = normalize(F.pow(p).mean(1).view(N, -1))          # L2-normalised attention map
+    loss  = loss_weight * mean((at(S) - at(T)) ** 2)
+
+When the spatial sizes differ, the larger map is ``adaptive_avg_pool2d``-ed to the smaller one
+before the attention maps are taken.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmdistill.registry import DISTILL_LOSSES
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@DISTILL_LOSSES.register_module()
+class ATLoss(nn.Module):
+    """Attention transfer loss (Zagoruyko & Komodakis, ICLR 2017).
+
+    Args:
+        p: Power applied to the activations before the channel mean (paper, mdistiller: 2).
+        loss_weight: Weight of the loss (mdistiller ``AT.LOSS.FEAT_WEIGHT``: 1000).
+
+    Shapes:
+        preds_S: ``(N, Cs, Hs, Ws)`` student feature.
+        preds_T: ``(N, Ct, Ht, Wt)`` teacher feature (any channel count), never
+            back-propagated into.
+        Returns: scalar tensor (float32 for half-precision inputs).
+
+    mdistiller compares heights only and pools to a square ``(H, H)``; here each spatial
+    dimension is pooled to the smaller of the two, which is the same for square maps.
+    """
+
+    extra_inputs: tuple[str, ...] = ()
+    channel_args = None
+    match_channels = False  # attention maps average over channels
+    match_spatial = False  # the larger map is pooled to the smaller
+
+    def __init__(self, p: float = 2, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.p = p
+        self.loss_weight = loss_weight
+
+    def attention(self, feat: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W) -> (N, H*W)``: L2-normalised channel mean of ``feat ** p``."""
+        return F.normalize(feat.pow(self.p).mean(1).reshape(feat.size(0), -1))
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        """Compute the attention-transfer loss.
+
+        Args:
+            preds_S: ``(N, Cs, Hs, Ws)`` student feature.
+            preds_T: ``(N, Ct, Ht, Wt)`` teacher feature.
+
+        Returns:
+            Scalar loss ``loss_weight * mean((at(S) - at(T)) ** 2)``.
+        """
+        if preds_S.dim() != 4 or preds_T.dim() != 4 or preds_S.shape[0] != preds_T.shape[0]:
+            raise ValueError('ATLoss needs (N, C, H, W) features with the same N, got student '
+                             f'{tuple(preds_S.shape)} and teacher {tuple(preds_T.shape)}')
+        preds_T = preds_T.detach()
+        if preds_S.dtype in _LOW_PRECISION:
+            preds_S = preds_S.float()
+        if preds_T.dtype in _LOW_PRECISION:
+            preds_T = preds_T.float()
+        size = (min(preds_S.shape[2], preds_T.shape[2]), min(preds_S.shape[3], preds_T.shape[3]))
+        if tuple(preds_S.shape[2:]) != size:
+            preds_S = F.adaptive_avg_pool2d(preds_S, size)
+        if tuple(preds_T.shape[2:]) != size:
+            preds_T = F.adaptive_avg_pool2d(preds_T, size)
+        diff = self.attention(preds_S) - self.attention(preds_T)
+        return self.loss_weight * diff.pow(2).mean()

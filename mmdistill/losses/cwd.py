@@ -1,0 +1,101 @@
+"""CWD: Channel-wise Knowledge Distillation for Dense Prediction.
+
+Shu, Liu, Gao, Yan and Shen, "Channel-wise Knowledge Distillation for Dense Prediction",
+ICCV 2021. Official code: https://github.com/irfanICMLL/TorchDistiller; the OpenMMLab version
+is mmrazor's ``ChannelWiseDivergence``, whose normalisation this loss follows.
+
+Every channel of a feature map (or of the segmentation logits) is turned into a distribution
+over the ``H * W`` locations by a softmax with temperature ``tau``, and the student's channel
+distribution is pulled towards the teacher's by KL divergence::
+
+    p_T  = softmax(T.view(N*C, H*W) / tau)
+    loss = loss_weight * tau^2 * sum(p_T * (log p_T - log_softmax(S.view(N*C, H*W) / tau)))
+           / (N * C)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmdistill.registry import DISTILL_LOSSES
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@DISTILL_LOSSES.register_module()
+class CWDLoss(nn.Module):
+    """Channel-wise distillation loss (Shu et al., ICCV 2021).
+
+    Args:
+        tau: Temperature of the spatial softmax. mmrazor: 1 (segmentation logits, FPN levels);
+            the paper's segmentation recipe: 4.
+        loss_weight: Weight of the loss (mmrazor: 5 for segmentation logits, 10 for FPN).
+        student_channels: Channels of the student map ``Cs``; with ``teacher_channels`` given
+            and different, a 1x1 ``align`` conv maps the student to ``Ct`` channels first.
+        teacher_channels: Channels of the teacher map ``Ct``.
+
+    Shapes:
+        preds_S: ``(N, Cs, H, W)`` student map.
+        preds_T: ``(N, Ct, H, W)`` teacher map, same ``H, W`` (the wrapper resizes when asked);
+            never back-propagated into.
+        Returns: scalar tensor (float32 for half-precision inputs).
+    """
+
+    extra_inputs: tuple[str, ...] = ()
+    channel_args = ('student_channels', 'teacher_channels')
+
+    def __init__(self,
+                 tau: float = 1.0,
+                 loss_weight: float = 1.0,
+                 student_channels: int | None = None,
+                 teacher_channels: int | None = None) -> None:
+        super().__init__()
+        self.tau = tau
+        self.loss_weight = loss_weight
+        self.student_channels = student_channels
+        self.teacher_channels = teacher_channels
+        if (student_channels is not None and teacher_channels is not None
+                and student_channels != teacher_channels):
+            self.align: nn.Module | None = nn.Conv2d(
+                student_channels, teacher_channels, kernel_size=1, stride=1, padding=0)
+        else:
+            self.align = None
+
+    def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
+        """Compute the channel-wise divergence.
+
+        Args:
+            preds_S: ``(N, Cs, H, W)`` student map.
+            preds_T: ``(N, Ct, H, W)`` teacher map.
+
+        Returns:
+            Scalar loss, ``loss_weight * tau^2 * KL(p_T || p_S)`` summed over all
+            ``N * C`` channel distributions and divided by ``N * C``.
+        """
+        if preds_S.dim() != 4 or preds_T.dim() != 4 or preds_S.shape[-2:] != preds_T.shape[-2:]:
+            raise ValueError('CWDLoss needs (N, C, H, W) maps of the same spatial size, got '
+                             f'student {tuple(preds_S.shape)} and teacher '
+                             f'{tuple(preds_T.shape)}; resize one of them in the loss entry')
+        preds_T = preds_T.detach()
+        if self.align is not None:
+            weight = self.align.weight
+            if preds_S.dtype != weight.dtype:
+                preds_S = preds_S.to(weight.dtype)
+            preds_S = self.align(preds_S)
+        if preds_S.shape != preds_T.shape:
+            raise ValueError(f'CWDLoss: student {tuple(preds_S.shape)} (after align) and teacher '
+                             f'{tuple(preds_T.shape)} differ; set student_channels and '
+                             'teacher_channels')
+        if preds_S.dtype in _LOW_PRECISION:
+            preds_S = preds_S.float()
+        if preds_T.dtype in _LOW_PRECISION:
+            preds_T = preds_T.float()
+
+        N, C, H, W = preds_T.shape
+        logits_T = preds_T.reshape(N * C, H * W) / self.tau
+        logits_S = preds_S.reshape(N * C, H * W) / self.tau
+        log_p_T = F.log_softmax(logits_T, dim=1)
+        log_p_S = F.log_softmax(logits_S, dim=1)
+        loss = (log_p_T.exp() * (log_p_T - log_p_S)).sum() * (self.tau**2)
+        return self.loss_weight * loss / (N * C)

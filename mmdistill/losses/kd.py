@@ -1,0 +1,120 @@
+"""KD: vanilla logit distillation, optionally with logit standardization.
+
+* Hinton, Vinyals, Dean. "Distilling the Knowledge in a Neural Network". NIPS Deep Learning
+  Workshop, 2015. Reference implementation: megvii-research/mdistiller
+  (``mdistiller/distillers/KD.py``).
+* Sun, Ren, Li, Wang, Cao. "Logit Standardization in Knowledge Distillation". CVPR 2024.
+  Official code: https://github.com/sunshangquan/logit-standardization-KD.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmdistill.registry import DISTILL_LOSSES
+
+Temperature = float | torch.Tensor
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """Return ``x`` in float32 when it is half precision, otherwise unchanged.
+
+    Softmaxes and reductions of half-precision logits are computed in float32; float32 and
+    float64 inputs keep their dtype.
+    """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return x.float()
+    return x
+
+
+def as_temperature(temperature: Temperature) -> Temperature:
+    """A python number stays as is; a tensor (0-dim or one element) becomes 0-dim."""
+    if isinstance(temperature, torch.Tensor):
+        return temperature.reshape(())
+    return temperature
+
+
+def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Z-score of the logits over the class dimension (Sun et al., CVPR 2024).
+
+    ``z = (l - mean(l)) / (eps + std(l))`` with the unbiased standard deviation, computed over
+    the last dimension, as in the official ``normalize``.
+
+    Args:
+        logits: (..., K) logits.
+        eps: added to the standard deviation.
+
+    Returns:
+        (..., K) standardized logits.
+    """
+    mean = logits.mean(dim=-1, keepdim=True)
+    std = logits.std(dim=-1, keepdim=True)
+    return (logits - mean) / (eps + std)
+
+
+def kd_loss(logits_S: torch.Tensor,
+            logits_T: torch.Tensor,
+            temperature: Temperature,
+            logit_stand: bool = False) -> torch.Tensor:
+    """Temperature-scaled KL divergence, ``T^2 * mean_n sum_k KL(p_T || p_S)``.
+
+    Equal to mdistiller's ``kd_loss``:
+    ``F.kl_div(log_softmax(s/T), softmax(t/T), reduction='none').sum(1).mean() * T**2``.
+
+    Args:
+        logits_S: (N, K) student logits.
+        logits_T: (N, K) teacher logits (no gradient is taken through them).
+        temperature: a python number, or a 0-dim / one-element tensor (a learnable temperature,
+            e.g. CTKD's, receives gradients through both softmaxes and the ``T^2`` factor).
+        logit_stand: standardize both logits over the classes first.
+
+    Returns:
+        Scalar (0-dim) loss, float32 for half-precision inputs, else the inputs' dtype.
+    """
+    logits_S = upcast(logits_S)
+    logits_T = upcast(logits_T.detach())
+    if logit_stand:
+        logits_S = standardize_logits(logits_S)
+        logits_T = standardize_logits(logits_T)
+    T = as_temperature(temperature)
+    log_p_S = F.log_softmax(logits_S / T, dim=1)
+    p_T = F.softmax(logits_T / T, dim=1)
+    loss = F.kl_div(log_p_S, p_T, reduction='none').sum(1).mean()
+    return loss * T**2
+
+
+@DISTILL_LOSSES.register_module()
+class KDLoss(nn.Module):
+    """Knowledge distillation on classification logits (Hinton et al., 2015).
+
+    ``loss = T^2 * mean over the batch of sum over classes KL(softmax(t/T) || softmax(s/T))``.
+    With ``logit_stand=True`` both logits are first standardized over the classes,
+    ``z = (l - mean) / (1e-7 + std)`` (Sun et al., CVPR 2024, "Logit Standardization in Knowledge
+    Distillation", sunshangquan/logit-standardization-KD; its recipe uses T=2 and kd weight 9).
+
+    Args:
+        temperature: softmax temperature T (CIFAR 4, ImageNet 1).
+        logit_stand: apply logit standardization to student and teacher logits.
+
+    Inputs:
+        logits_S: (N, K) student logits.
+        logits_T: (N, K) teacher logits.
+
+    Returns:
+        Scalar loss.
+    """
+
+    extra_inputs: tuple[str, ...] = ()
+    channel_args = None
+
+    def __init__(self, temperature: float = 4.0, logit_stand: bool = False) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.logit_stand = logit_stand
+
+    def forward(self, logits_S: torch.Tensor, logits_T: torch.Tensor) -> torch.Tensor:
+        return kd_loss(logits_S, logits_T, self.temperature, self.logit_stand)
+
+    def extra_repr(self) -> str:
+        return f'temperature={self.temperature}, logit_stand={self.logit_stand}'

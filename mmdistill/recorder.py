@@ -1,0 +1,162 @@
+"""Forward-hook recorder of named module outputs ("taps").
+
+A tap names a module by its path in the model and optionally an index:
+
+* ``'backbone.layer4'``: the module's output.
+* ``'neck[0]'``: element 0 of the module's tuple/list output (the module runs once a step).
+* ``'bbox_head.retina_cls[2]'``: the third call of a module that runs several times a step
+  (a head shared over FPN levels).
+
+The index is a call index when the module ran more than once in the step, an element index
+otherwise, so a submodule called ``0`` (``'layers.0'``) is never confused with an index.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+_TAP_RE = re.compile(r'^(?P<path>[A-Za-z_]\w*(?:\.\w+)*)(?:\[(?P<index>-?\d+)\])?$')
+
+
+@dataclass(frozen=True)
+class Tap:
+    """A parsed tap: module ``path`` and optional output/call ``index``."""
+
+    path: str
+    index: int | None = None
+
+    @classmethod
+    def parse(cls, spec: str, key: str = 'tap') -> 'Tap':
+        """Parse ``'a.b[i]'``; ``key`` names the config key in error messages."""
+        if not isinstance(spec, str):
+            raise TypeError(f'{key}: a tap is a string like "neck[0]", got {spec!r}')
+        match = _TAP_RE.match(spec.strip())
+        if match is None:
+            raise ValueError(f'{key}: cannot parse tap {spec!r}; expected a module path with an '
+                             'optional index, e.g. "backbone.layer4", "neck[0]", '
+                             '"bbox_head.retina_cls[2]"')
+        index = match.group('index')
+        return cls(match.group('path'), None if index is None else int(index))
+
+    def __str__(self) -> str:
+        return self.path if self.index is None else f'{self.path}[{self.index}]'
+
+
+def find_module(model: nn.Module, path: str, key: str, owner: str) -> nn.Module:
+    """Return ``model``'s submodule at ``path``; on failure name ``key`` and list candidates."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        pass
+    names = [name for name, _ in model.named_modules() if name]
+    parts = path.split('.')
+    prefix = ''
+    for i in range(len(parts), 0, -1):  # deepest existing ancestor
+        candidate = '.'.join(parts[:i - 1])
+        if candidate == '' or candidate in names:
+            prefix = candidate
+            break
+    children = [n for n in names if n.startswith(prefix + '.' if prefix else '')
+                and n.count('.') == (prefix.count('.') + 1 if prefix else 0)]
+    close = difflib.get_close_matches(path, names, n=8, cutoff=0.5)
+    raise ValueError(
+        f'{key}: {path!r} names no module of the {owner}. '
+        f'Modules under {prefix or "the model root"!r}: {children[:20]}; '
+        f'closest names: {close}')
+
+
+class FeatureRecorder:
+    """Record the outputs of the tapped modules of one model, step by step.
+
+    Hooks are registered once; they store outputs only inside :meth:`recording`, and the store
+    is cleared when that context is entered and left, so nothing survives a step.
+
+    Args:
+        model: the model whose submodules are tapped.
+        taps: the taps to record.
+        owner: 'student' or 'teacher', for error messages.
+    """
+
+    def __init__(self, model: nn.Module, taps: Iterable[tuple[Tap, str]], owner: str) -> None:
+        self.owner = owner
+        self._outputs: dict[str, list[Any]] = {}
+        self._active = False
+        self._handles = []
+        self.paths: list[str] = []
+        for tap, key in taps:
+            module = find_module(model, tap.path, key, owner)
+            if tap.path not in self.paths:
+                self.paths.append(tap.path)
+                self._handles.append(module.register_forward_hook(self._hook(tap.path)))
+
+    def _hook(self, path: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if self._active:
+                self._outputs.setdefault(path, []).append(output)
+        return hook
+
+    @contextmanager
+    def recording(self) -> Iterator['FeatureRecorder']:
+        """Record during the block; the store is empty before and after it."""
+        self._outputs.clear()
+        self._active = True
+        try:
+            yield self
+        finally:
+            self._active = False
+            self._outputs.clear()
+
+    def get(self, tap: Tap, key: str) -> list[torch.Tensor]:
+        """Resolve ``tap`` in this step's records into a list of tensors (one per level).
+
+        A tap whose value is a tuple/list of tensors (e.g. ``'neck'``, all FPN levels) gives one
+        entry per element; a single tensor gives a one-element list.
+        """
+        calls = self._outputs.get(tap.path)
+        if not calls:
+            raise RuntimeError(
+                f'{key}: the {self.owner} module {tap.path!r} did not run in this step')
+        if len(calls) > 1:
+            if tap.index is None:
+                value: Any = list(calls)
+            elif -len(calls) <= tap.index < len(calls):
+                value = calls[tap.index]
+            else:
+                raise IndexError(
+                    f'{key}: {tap} asks for call {tap.index} of {tap.path!r}, which ran '
+                    f'{len(calls)} times in the {self.owner} (valid: 0..{len(calls) - 1})')
+        else:
+            value = calls[0]
+            if tap.index is not None:
+                if not isinstance(value, (tuple, list)):
+                    raise IndexError(
+                        f'{key}: {tap} indexes the output of {tap.path!r}, but that module ran '
+                        f'once in the {self.owner} and returned a single '
+                        f'{type(value).__name__}, not a tuple or list')
+                if not -len(value) <= tap.index < len(value):
+                    raise IndexError(
+                        f'{key}: {tap} is out of range: {tap.path!r} returns {len(value)} '
+                        f'outputs in the {self.owner} (valid: 0..{len(value) - 1})')
+                value = value[tap.index]
+        return _flatten(value, key)
+
+    def remove(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def _flatten(value: Any, key: str) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Sequence) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return list(value)
+    raise TypeError(f'{key}: the tapped value is a {type(value).__name__}, not a tensor or a '
+                    'sequence of tensors; add an index, e.g. "neck[0]"')

@@ -1,0 +1,116 @@
+"""Tests for CWDLoss against mmrazor's ChannelWiseDivergence, written channel by channel."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmdistill.losses.cwd import CWDLoss
+from mmdistill.registry import DISTILL_LOSSES
+
+
+def reference_cwd(preds_S, preds_T, tau, loss_weight):
+    """mmrazor ChannelWiseDivergence, with an explicit loop over the N*C channel maps."""
+    assert preds_S.shape[-2:] == preds_T.shape[-2:]
+    N, C, H, W = preds_S.shape
+    logsoftmax = torch.nn.LogSoftmax(dim=0)
+    total = preds_S.new_zeros(())
+    for n in range(N):
+        for c in range(C):
+            t = preds_T[n, c].reshape(W * H) / tau
+            s = preds_S[n, c].reshape(W * H) / tau
+            softmax_pred_T = F.softmax(t, dim=0)
+            total = total + torch.sum(softmax_pred_T * logsoftmax(t) -
+                                      softmax_pred_T * logsoftmax(s))
+    loss = total * (tau**2)
+    return loss_weight * loss / (C * N)
+
+
+@pytest.mark.parametrize('tau,loss_weight', [(1.0, 1.0), (4.0, 3.0), (1.0, 10.0), (0.5, 5.0)])
+def test_matches_reference(tau, loss_weight):
+    S = torch.randn(3, 5, 6, 7, dtype=torch.float64) * 2
+    T = torch.randn(3, 5, 6, 7, dtype=torch.float64) * 2
+    got = CWDLoss(tau=tau, loss_weight=loss_weight)(S, T)
+    expected = reference_cwd(S, T, tau, loss_weight)
+    assert got.dtype == torch.float64
+    assert expected > 0
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+
+
+def test_matches_reference_with_align():
+    loss = CWDLoss(tau=2.0, loss_weight=3.0, student_channels=4, teacher_channels=6).double()
+    assert isinstance(loss.align, nn.Conv2d)
+    align = nn.Conv2d(4, 6, kernel_size=1).double()
+    nn.init.normal_(align.weight, std=0.5)
+    nn.init.normal_(align.bias, std=0.5)
+    loss.align.load_state_dict(align.state_dict())
+    S = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    T = torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    expected = reference_cwd(align(S), T, 2.0, 3.0)
+    torch.testing.assert_close(loss(S, T), expected, rtol=1e-6, atol=0)
+
+
+def test_no_align_when_channels_equal_or_missing():
+    assert CWDLoss(student_channels=8, teacher_channels=8).align is None
+    assert CWDLoss(student_channels=8).align is None
+    assert list(CWDLoss().parameters()) == []
+
+
+def test_hand_computed():
+    # One channel of two locations: S = [0, 0], T = [0, ln 3].
+    # p_T = [1/4, 3/4], p_S = [1/2, 1/2];
+    # KL = 1/4 ln(1/2) + 3/4 ln(3/2); N * C = 1.
+    S = torch.tensor([[[[0.0, 0.0]]]], dtype=torch.float64)
+    T = torch.tensor([[[[0.0, math.log(3.0)]]]], dtype=torch.float64)
+    kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    assert CWDLoss()(S, T).item() == pytest.approx(kl, rel=1e-12)
+    assert CWDLoss(loss_weight=2.0)(S, T).item() == pytest.approx(2 * kl, rel=1e-12)
+    # tau = 2: T / 2 = [0, ln sqrt(3)] -> p_T = [1, sqrt 3] / (1 + sqrt 3); times tau^2 = 4
+    r = math.sqrt(3.0)
+    p0, p1 = 1 / (1 + r), r / (1 + r)
+    kl2 = p0 * math.log(p0 / 0.5) + p1 * math.log(p1 / 0.5)
+    assert CWDLoss(tau=2.0)(S, T).item() == pytest.approx(4 * kl2, rel=1e-12)
+    # averaging over N * C: two channels, the second identical in S and T (KL 0)
+    S2 = torch.cat([S, T], dim=1)
+    T2 = torch.cat([T, T], dim=1)
+    assert CWDLoss()(S2, T2).item() == pytest.approx(kl / 2, rel=1e-12)
+
+
+def test_zero_for_per_channel_shift():
+    T = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    S = T + torch.randn(2, 3, 1, 1, dtype=torch.float64) * 5  # softmax is shift invariant
+    assert CWDLoss(tau=3.0)(S, T).abs().item() < 1e-12
+
+
+def test_gradients():
+    loss = CWDLoss(tau=2.0, student_channels=3, teacher_channels=5).double()
+    S = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    T = torch.randn(2, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    loss(S, T).backward()
+    assert S.grad is not None and S.grad.abs().sum() > 0
+    assert T.grad is None
+    for name, p in loss.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_half_precision_large_magnitude():
+    S64 = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 2e4
+    T64 = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 2e4
+    S, T = S64.half(), T64.half()
+    out = CWDLoss(tau=1.0, loss_weight=5.0)(S, T)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out)
+    expected = reference_cwd(S.double(), T.double(), 1.0, 5.0)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-3, atol=0)
+
+
+def test_shape_errors_and_registry():
+    with pytest.raises(ValueError, match=r'\(2, 3, 4, 4\).*\(2, 3, 8, 8\)'):
+        CWDLoss()(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match='student_channels'):
+        CWDLoss()(torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4))
+    built = DISTILL_LOSSES.build(dict(type='CWDLoss', tau=4.0, loss_weight=3.0))
+    assert isinstance(built, CWDLoss) and built.tau == 4.0 and built.loss_weight == 3.0
+    assert CWDLoss.channel_args == ('student_channels', 'teacher_channels')
+    assert CWDLoss.extra_inputs == ()

@@ -1,0 +1,313 @@
+"""Tests of FGDLoss against an independent reference written the way yzd-v/FGD writes it."""
+import inspect
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmdistill.losses.fgd import FGDLoss, fgd_masks
+from mmdistill.registry import DISTILL_LOSSES
+
+
+# --------------------------------------------------------------------------------------------
+# Reference: per-image / per-box Python loops, separate fg and bg passes, separate attention
+# function, official module names (so that our state_dict loads into it unchanged).
+# --------------------------------------------------------------------------------------------
+class RefFGD(nn.Module):
+
+    def __init__(self, student_channels, teacher_channels, temp=0.5, alpha_fgd=0.001,
+                 beta_fgd=0.0005, gamma_fgd=0.001, lambda_fgd=0.000005):
+        super().__init__()
+        self.temp = temp
+        self.alpha_fgd = alpha_fgd
+        self.beta_fgd = beta_fgd
+        self.gamma_fgd = gamma_fgd
+        self.lambda_fgd = lambda_fgd
+        if student_channels != teacher_channels:
+            self.align = nn.Conv2d(student_channels, teacher_channels, 1, 1, 0)
+        else:
+            self.align = None
+        c = teacher_channels
+        self.conv_mask_s = nn.Conv2d(c, 1, kernel_size=1)
+        self.conv_mask_t = nn.Conv2d(c, 1, kernel_size=1)
+        self.channel_add_conv_s = nn.Sequential(
+            nn.Conv2d(c, c // 2, kernel_size=1), nn.LayerNorm([c // 2, 1, 1]),
+            nn.ReLU(inplace=True), nn.Conv2d(c // 2, c, kernel_size=1))
+        self.channel_add_conv_t = nn.Sequential(
+            nn.Conv2d(c, c // 2, kernel_size=1), nn.LayerNorm([c // 2, 1, 1]),
+            nn.ReLU(inplace=True), nn.Conv2d(c // 2, c, kernel_size=1))
+
+    @staticmethod
+    def get_attention(preds, temp):
+        N, C, H, W = preds.shape
+        value = torch.abs(preds)
+        fea_map = value.mean(axis=1, keepdim=True)
+        S_attention = (H * W * F.softmax((fea_map / temp).view(N, -1), dim=1)).view(N, H, W)
+        channel_map = value.mean(axis=2, keepdim=False).mean(axis=2, keepdim=False)
+        C_attention = C * F.softmax(channel_map / temp, dim=1)
+        return S_attention, C_attention
+
+    @staticmethod
+    def get_masks(gt_bboxes, img_shape, N, H, W, dtype):
+        Mask_fg = torch.zeros(N, H, W, dtype=dtype)
+        Mask_bg = torch.ones(N, H, W, dtype=dtype)
+        img_h, img_w = img_shape
+        for i in range(N):
+            boxes = gt_bboxes[i]
+            for j in range(len(boxes)):
+                wmin = int(torch.floor(boxes[j, 0] / img_w * W))
+                wmax = int(torch.ceil(boxes[j, 2] / img_w * W))
+                hmin = int(torch.floor(boxes[j, 1] / img_h * H))
+                hmax = int(torch.ceil(boxes[j, 3] / img_h * H))
+                area = 1.0 / (hmax + 1 - hmin) / (wmax + 1 - wmin)
+                # Official slices Mask_fg[i][hmin:hmax+1, wmin:wmax+1]; a negative start (box
+                # partly left of / above the image) is clamped to 0 here (see report).
+                hs, ws = max(hmin, 0), max(wmin, 0)
+                region = Mask_fg[i][hs:hmax + 1, ws:wmax + 1]
+                Mask_fg[i][hs:hmax + 1, ws:wmax + 1] = torch.maximum(
+                    region, torch.tensor(area, dtype=dtype))
+            Mask_bg[i] = torch.where(Mask_fg[i] > 0, 0, 1)
+            if torch.sum(Mask_bg[i]):
+                Mask_bg[i] /= torch.sum(Mask_bg[i])
+        return Mask_fg, Mask_bg
+
+    @staticmethod
+    def get_fea_loss(preds_S, preds_T, Mask_fg, Mask_bg, C_t, S_t):
+        mse = nn.MSELoss(reduction='sum')
+        Mask_fg = Mask_fg.unsqueeze(1)
+        Mask_bg = Mask_bg.unsqueeze(1)
+        C_t = C_t.unsqueeze(-1).unsqueeze(-1)
+        S_t = S_t.unsqueeze(1)
+        fea_t = preds_T * torch.sqrt(S_t) * torch.sqrt(C_t)
+        fea_s = preds_S * torch.sqrt(S_t) * torch.sqrt(C_t)
+        fg_loss = mse(fea_s * torch.sqrt(Mask_fg), fea_t * torch.sqrt(Mask_fg)) / len(Mask_fg)
+        bg_loss = mse(fea_s * torch.sqrt(Mask_bg), fea_t * torch.sqrt(Mask_bg)) / len(Mask_bg)
+        return fg_loss, bg_loss
+
+    @staticmethod
+    def get_mask_loss(C_s, C_t, S_s, S_t):
+        return torch.sum(torch.abs(C_s - C_t)) / len(C_s) + \
+            torch.sum(torch.abs(S_s - S_t)) / len(S_s)
+
+    def spatial_pool(self, x, in_type):
+        batch, channel, height, width = x.size()
+        input_x = x.view(batch, channel, height * width).unsqueeze(1)
+        conv = self.conv_mask_s if in_type == 0 else self.conv_mask_t
+        context_mask = conv(x).view(batch, 1, height * width)
+        context_mask = F.softmax(context_mask, dim=2).unsqueeze(-1)
+        context = torch.matmul(input_x, context_mask)
+        return context.view(batch, channel, 1, 1)
+
+    def get_rela_loss(self, preds_S, preds_T):
+        mse = nn.MSELoss(reduction='sum')
+        out_s = preds_S + self.channel_add_conv_s(self.spatial_pool(preds_S, 0))
+        out_t = preds_T + self.channel_add_conv_t(self.spatial_pool(preds_T, 1))
+        return mse(out_s, out_t) / len(out_s)
+
+    def forward(self, preds_S, preds_T, gt_bboxes, img_shape):
+        if self.align is not None:
+            preds_S = self.align(preds_S)
+        N, C, H, W = preds_S.shape
+        S_t, C_t = self.get_attention(preds_T, self.temp)
+        S_s, C_s = self.get_attention(preds_S, self.temp)
+        Mask_fg, Mask_bg = self.get_masks(gt_bboxes, img_shape, N, H, W, preds_S.dtype)
+        fg_loss, bg_loss = self.get_fea_loss(preds_S, preds_T, Mask_fg, Mask_bg, C_t, S_t)
+        mask_loss = self.get_mask_loss(C_s, C_t, S_s, S_t)
+        rela_loss = self.get_rela_loss(preds_S, preds_T)
+        return self.alpha_fgd * fg_loss + self.beta_fgd * bg_loss + \
+            self.gamma_fgd * mask_loss + self.lambda_fgd * rela_loss
+
+
+# --------------------------------------------------------------------------------------------
+def _randomise_zero_init(loss: nn.Module) -> None:
+    """Give the zero-initialised last convs (and the LayerNorms) non-trivial values."""
+    for block in (loss.channel_add_conv_s, loss.channel_add_conv_t):
+        nn.init.normal_(block[-1].weight, std=0.5)
+        nn.init.normal_(block[-1].bias, std=0.5)
+        nn.init.normal_(block[1].weight, mean=1.0, std=0.2)
+        nn.init.normal_(block[1].bias, std=0.2)
+    for conv in (loss.conv_mask_s, loss.conv_mask_t):
+        nn.init.normal_(conv.bias, std=0.5)
+
+
+def _pair(cs, ct, **kwargs):
+    ours = FGDLoss(cs, ct, **kwargs)
+    _randomise_zero_init(ours)
+    ref = RefFGD(cs, ct, **kwargs)
+    ref.load_state_dict(ours.state_dict())  # same official names, strict
+    return ours.double(), ref.double()
+
+
+def _random_boxes(n, img_h, img_w, dtype=torch.float64):
+    xy = torch.rand(n, 2, dtype=dtype) * torch.tensor([img_w, img_h], dtype=dtype) * 0.9
+    wh = torch.rand(n, 2, dtype=dtype) * torch.tensor([img_w, img_h], dtype=dtype) * 0.5 + 1
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+# img_shape, (H, W) of the level, boxes per image
+CASES = {
+    'overlap_border_empty': (
+        (80, 112), (10, 14), [
+            torch.tensor([[10., 8., 60., 50.], [30., 20., 90., 70.], [32., 24., 40., 30.]]),
+            # touching the right/bottom border, partly outside right/bottom, partly outside left/top
+            torch.tensor([[100., 70., 112., 80.], [90., 60., 130., 95.], [-6., -5., 20., 15.]]),
+            torch.zeros(0, 4),
+        ]),
+    # H, W of a stride-8 level of a non-square padded input (ceil(100/8), ceil(150/8))
+    'level_of_nonsquare_input': (
+        (100, 150), (13, 19), [
+            torch.tensor([[0., 0., 150., 100.]]),  # the whole image: no background
+            torch.tensor([[12.5, 7.3, 33.3, 91.7], [140., 1., 149.9, 9.]]),
+        ]),
+    'all_images_without_boxes': ((64, 64), (8, 8), [torch.zeros(0, 4), torch.zeros(0, 4)]),
+}
+
+
+@pytest.mark.parametrize('channels', [(8, 8), (6, 8)], ids=['same_channels', 'align'])
+@pytest.mark.parametrize('case', list(CASES))
+def test_matches_official_reference(channels, case):
+    img_shape, (h, w), boxes = CASES[case]
+    boxes = [b.double() for b in boxes]
+    cs, ct = channels
+    ours, ref = _pair(cs, ct, temp=0.8, gamma_fgd=5e-4)
+    assert (ours.align is None) == (cs == ct)
+    n = len(boxes)
+    preds_s = torch.randn(n, cs, h, w, dtype=torch.float64)
+    preds_t = torch.randn(n, ct, h, w, dtype=torch.float64) * 1.5 + 0.3
+    got = ours(preds_s, preds_t, gt_bboxes=boxes, img_shape=img_shape)
+    expected = ref(preds_s, preds_t, boxes, img_shape)
+    assert got.dim() == 0 and got.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+
+
+def test_matches_reference_many_random_boxes():
+    img_shape, (h, w) = (96, 160), (12, 20)
+    boxes = [_random_boxes(k, *img_shape) for k in (5, 0, 12, 1)]
+    ours, ref = _pair(4, 10)
+    preds_s = torch.randn(4, 4, h, w, dtype=torch.float64) * 3
+    preds_t = torch.randn(4, 10, h, w, dtype=torch.float64) * 3
+    got = ours(preds_s, preds_t, boxes, img_shape)
+    expected = ref(preds_s, preds_t, boxes, img_shape)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+
+
+def test_each_term_against_reference():
+    """Switch terms on one at a time so a wrong term cannot hide behind a larger one."""
+    img_shape, (h, w), boxes = CASES['overlap_border_empty']
+    boxes = [b.double() for b in boxes]
+    preds_s = torch.randn(3, 8, h, w, dtype=torch.float64)
+    preds_t = torch.randn(3, 8, h, w, dtype=torch.float64)
+    for i in range(4):
+        weights = [0.0] * 4
+        weights[i] = 1.0
+        kw = dict(zip(('alpha_fgd', 'beta_fgd', 'gamma_fgd', 'lambda_fgd'), weights))
+        ours, ref = _pair(8, 8, **kw)
+        got = ours(preds_s, preds_t, boxes, img_shape)
+        expected = ref(preds_s, preds_t, boxes, img_shape)
+        assert expected > 0
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+
+
+def test_masks_match_reference_large_batch():
+    """30 boxes x 8 images on a 100x152 grid (P3 of an 800x1216 input)."""
+    img_shape, (h, w) = (800, 1216), (100, 152)
+    boxes = [_random_boxes(30, *img_shape, dtype=torch.float32) for _ in range(8)]
+    fg, bg = fgd_masks(boxes, img_shape, h, w, torch.float64, torch.device('cpu'))
+    ref_fg, ref_bg = RefFGD.get_masks(boxes, img_shape, 8, h, w, torch.float64)
+    torch.testing.assert_close(fg, ref_fg, rtol=1e-12, atol=0)
+    torch.testing.assert_close(bg, ref_bg, rtol=1e-12, atol=0)
+
+
+def test_masks_hand_computed_tiny_grid():
+    # 4x4 grid from a 32x32 input; box (x1, y1, x2, y2) = (8, 8, 20, 16):
+    # wmin = floor(8/32*4) = 1, wmax = ceil(20/32*4) = ceil(2.5) = 3,
+    # hmin = floor(8/32*4) = 1, hmax = ceil(16/32*4) = 2
+    # -> rows 1..2, cols 1..3 (6 cells), each 1/((2+1-1)*(3+1-1)) = 1/6; 10 background cells.
+    fg, bg = fgd_masks([torch.tensor([[8., 8., 20., 16.]])], (32, 32), 4, 4, torch.float64,
+                       torch.device('cpu'))
+    s = 1 / 6
+    expected_fg = torch.tensor([[0, 0, 0, 0],
+                                [0, s, s, s],
+                                [0, s, s, s],
+                                [0, 0, 0, 0]], dtype=torch.float64)
+    expected_bg = (expected_fg == 0).double() / 10
+    torch.testing.assert_close(fg[0], expected_fg, rtol=0, atol=1e-15)
+    torch.testing.assert_close(bg[0], expected_bg, rtol=0, atol=1e-15)
+
+
+def test_masks_overlap_keeps_max_and_empty_image():
+    # Box A: rows 0..2, cols 0..2 (9 cells) -> 1/9; box B: rows 2..3, cols 2..3 (4) -> 1/4.
+    boxes = [torch.tensor([[0., 0., 2., 2.], [2., 2., 3., 3.]]), torch.zeros(0, 4)]
+    fg, bg = fgd_masks(boxes, (4, 4), 4, 4, torch.float64, torch.device('cpu'))
+    a, b = 1 / 9, 1 / 4
+    expected = torch.tensor([[a, a, a, 0],
+                             [a, a, a, 0],
+                             [a, a, b, b],
+                             [0, 0, b, b]], dtype=torch.float64)
+    torch.testing.assert_close(fg[0], expected, rtol=0, atol=1e-15)
+    torch.testing.assert_close(bg[0], (expected == 0).double() / 4, rtol=0, atol=1e-15)
+    assert fg[1].abs().sum() == 0
+    torch.testing.assert_close(bg[1], torch.full((4, 4), 1 / 16, dtype=torch.float64))
+
+
+def test_gradients():
+    img_shape, (h, w), boxes = CASES['overlap_border_empty']
+    loss = FGDLoss(6, 8, alpha_fgd=1.0, beta_fgd=1.0, gamma_fgd=1.0, lambda_fgd=1.0)
+    _randomise_zero_init(loss)
+    preds_s = torch.randn(3, 6, h, w, requires_grad=True)
+    preds_t = torch.randn(3, 8, h, w, requires_grad=True)
+    loss(preds_s, preds_t, boxes, img_shape).backward()
+    assert preds_s.grad is not None and preds_s.grad.abs().sum() > 0
+    assert preds_t.grad is None
+    for name, p in loss.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_official_init():
+    loss = FGDLoss(256, 256)
+    for block in (loss.channel_add_conv_s, loss.channel_add_conv_t):
+        assert block[-1].weight.abs().sum() == 0 and block[-1].bias.abs().sum() == 0
+        assert isinstance(block[1], nn.LayerNorm) and block[1].normalized_shape == (128, 1, 1)
+    for conv in (loss.conv_mask_s, loss.conv_mask_t):
+        assert conv.bias.abs().sum() == 0
+        # kaiming normal, fan_in = 256, relu gain: std = sqrt(2 / 256)
+        assert abs(conv.weight.std().item() - math.sqrt(2 / 256)) < 0.03
+    # With the zero-initialised adds the global term is sum((S - T)^2) / N.
+    loss = FGDLoss(4, 4, alpha_fgd=0, beta_fgd=0, gamma_fgd=0, lambda_fgd=1.0).double()
+    s, t = torch.randn(2, 4, 3, 5, dtype=torch.float64), torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    out = loss(s, t, [torch.zeros(0, 4)] * 2, (24, 40))
+    torch.testing.assert_close(out, (s - t).square().sum() / 2)
+
+
+@pytest.mark.parametrize('channels', [(8, 8), (6, 8)], ids=['same_channels', 'align'])
+def test_half_precision_large_magnitude(channels):
+    cs, ct = channels
+    img_shape, (h, w), boxes = CASES['overlap_border_empty']
+    loss = FGDLoss(cs, ct)
+    _randomise_zero_init(loss)
+    preds_s = (torch.randn(3, cs, h, w) * 300).half()
+    preds_t = (torch.randn(3, ct, h, w) * 300).half()
+    out16 = loss(preds_s, preds_t, boxes, img_shape)
+    out32 = loss(preds_s.float(), preds_t.float(), boxes, img_shape)
+    assert torch.isfinite(out16)
+    # the inputs are large enough that a sum of squares in half precision overflows
+    assert torch.isinf(preds_t.square().sum())
+    torch.testing.assert_close(out16.float(), out32, rtol=1e-2, atol=0)
+
+
+def test_interface():
+    assert DISTILL_LOSSES.get('FGDLoss') is FGDLoss
+    assert FGDLoss.extra_inputs == ('gt_bboxes', 'img_shape')
+    assert FGDLoss.channel_args == ('student_channels', 'teacher_channels')
+    params = inspect.signature(FGDLoss).parameters
+    defaults = {k: v.default for k, v in params.items()}
+    assert defaults['student_channels'] is inspect.Parameter.empty
+    assert defaults['teacher_channels'] is inspect.Parameter.empty
+    # official FeatureLoss defaults (yzd-v/FGD mmdet/distillation/losses/fgd.py)
+    assert defaults['temp'] == 0.5 and defaults['alpha_fgd'] == 0.001
+    assert defaults['beta_fgd'] == 0.0005 and defaults['gamma_fgd'] == 0.001
+    assert defaults['lambda_fgd'] == 0.000005
+    built = DISTILL_LOSSES.build(dict(type='FGDLoss', student_channels=16, teacher_channels=32))
+    assert isinstance(built, FGDLoss) and built.align.weight.shape == (32, 16, 1, 1)
