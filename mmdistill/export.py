@@ -30,9 +30,9 @@ def export_student(config: str | Config, checkpoint: str, out: str,
     Training checkpoints hold mmengine's message hub and numpy arrays, so this loads the run's own
     checkpoint with those types allowed (never use it on files from elsewhere).
     """
-    from .engine.runner import _resume_safe_globals
+    from .engine.runner import run_checkpoint_globals
     cfg = Config.fromfile(config) if isinstance(config, str) else config
-    with torch.serialization.safe_globals(_resume_safe_globals()):
+    with torch.serialization.safe_globals(run_checkpoint_globals()):
         ckpt = torch.load(checkpoint, map_location='cpu')
     state = ckpt.get('state_dict', ckpt)
     prefix = 'student.'

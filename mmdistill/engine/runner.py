@@ -8,30 +8,37 @@ from mmengine.runner import Runner
 DISTILL_TYPES = ('DistillDetector', 'DistillSegmentor', 'DistillClassifier')
 
 
-def _resume_safe_globals() -> list:
+def run_checkpoint_globals() -> list:
     """The non-tensor types mmengine writes into its own training checkpoints."""
     import numpy as np
     from mmengine.logging import HistoryBuffer
-    types = [HistoryBuffer, getattr, np.ndarray, np.dtype]
-    core = getattr(np, '_core', None) or np.core
-    types.append(core.multiarray._reconstruct)
-    types.append(core.multiarray.scalar)
-    types += [type(np.dtype(t)) for t in ('float64', 'float32', 'int64', 'int32', 'bool')]
-    return types
+    if np.lib.NumpyVersion(np.__version__) >= '2.0.0':
+        from numpy._core.multiarray import _reconstruct, scalar
+    else:
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtypes = [type(np.dtype(t)) for t in ('float64', 'float32', 'float16', 'int64', 'int32',
+                                          'uint8', 'bool')]
+    return [HistoryBuffer, getattr, np.ndarray, np.dtype, _reconstruct, scalar, *dtypes]
 
 
 class DistillRunner(Runner):
-    """mmengine's Runner; ``resume`` accepts the extra types of the run's own checkpoints.
+    """mmengine's Runner; resuming and testing accept the types of mmengine's own checkpoints.
 
-    torch >= 2.6 loads checkpoints as weights only. Training checkpoints written by this run hold
-    mmengine's ``HistoryBuffer`` and numpy arrays, so resuming allows exactly those types. Other
-    loads (teacher checkpoints, ``load_from``) stay weights only.
+    torch >= 2.6 loads checkpoints as weights only. Training checkpoints written by mmengine hold
+    its ``HistoryBuffer`` and numpy arrays, so ``resume`` and ``load_checkpoint`` (the checkpoint
+    given to ``tools/test.py``) allow exactly those types, by allow-list, never by turning
+    ``weights_only`` off. Teacher checkpoints are loaded elsewhere, as plain weights.
     """
 
     def resume(self, filename: str, resume_optimizer: bool = True,
                resume_param_scheduler: bool = True, map_location='default') -> None:
-        with torch.serialization.safe_globals(_resume_safe_globals()):
+        with torch.serialization.safe_globals(run_checkpoint_globals()):
             super().resume(filename, resume_optimizer, resume_param_scheduler, map_location)
+
+    def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
+                        revise_keys=[(r'^module.', '')]):
+        with torch.serialization.safe_globals(run_checkpoint_globals()):
+            return super().load_checkpoint(filename, map_location, strict, revise_keys)
 
 
 def prepare_config(cfg: Config, for_test: bool = False) -> Config:
