@@ -27,6 +27,9 @@ def export_student(config: str | Config, checkpoint: str, out: str,
                    out_config: str | None = None) -> int:
     """Write ``{'state_dict': student weights, 'meta': ...}`` to ``out``; return the tensor count.
 
+    For a plain (non-distillation) config it writes the whole model's weights: the way to turn
+    a teacher trained with mmengine into a weights-only teacher checkpoint.
+
     Training checkpoints hold mmengine's message hub and numpy arrays, so this loads the run's own
     checkpoint with those types allowed (never use it on files from elsewhere).
     """
@@ -35,7 +38,8 @@ def export_student(config: str | Config, checkpoint: str, out: str,
     with torch.serialization.safe_globals(run_checkpoint_globals()):
         ckpt = torch.load(checkpoint, map_location='cpu')
     state = ckpt.get('state_dict', ckpt)
-    prefix = 'student.'
+    distill = cfg.model.get('type') in DISTILL_TYPES
+    prefix = 'student.' if distill else ''
     student = {}
     for key, value in state.items():
         key = key[len('module.'):] if key.startswith('module.') else key
@@ -47,5 +51,5 @@ def export_student(config: str | Config, checkpoint: str, out: str,
             if k in ('dataset_meta', 'mmengine_version', 'experiment_name', 'seed')}
     torch.save({'state_dict': student, 'meta': meta}, out)
     if out_config:
-        student_config(cfg).dump(out_config)
+        (student_config(cfg) if distill else cfg).dump(out_config)
     return len(student)

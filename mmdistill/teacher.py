@@ -51,7 +51,8 @@ def load_teacher_weights(model: nn.Module, checkpoint: str, key: str = f'{_KEY}.
         raise ValueError(
             f'{key}: {checkpoint!r} holds more than tensors and plain containers, so it is not '
             'loaded (teacher checkpoints load as weights only). Save the teacher as '
-            "{'state_dict': model.state_dict()} or export it with tools/export_student.py. "
+            "{'state_dict': model.state_dict()}, e.g. with "
+            'tools/export_student.py TEACHER_CONFIG CHECKPOINT OUT.pth. '
             f'Loader said: {str(err).splitlines()[0]}') from err
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
