@@ -1,0 +1,33 @@
+# MGD: Cascade Mask R-CNN X101-32x4d-DCN-FPN (teacher) -> Faster R-CNN R50-FPN 2x (student).
+# Official recipe: yzd-v/MGD det/configs/distillers/mgd/
+#   cascade_mask_rcnn_rx101_32x4d_distill_faster_rcnn_r50_fpn_2x_coco.py (38.4 -> 42.1)
+# MGD on the 4 FPN levels P2-P5 (neck.fpn_convs.0-3; the max-pooled P6 is not distilled),
+# alpha_mgd 5e-7, lambda_mgd 0.45. No inheriting: the teacher's heads differ from the
+# student's. 2x schedule, SGD lr 0.02, grad clip 35. The teacher needs mmcv's compiled ops (DCN).
+_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py']  # student, data, 2x schedule
+
+custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+
+# Teacher weights (mmdet model zoo, box AP 47.3), download into checkpoints/:
+# https://download.openmmlab.com/mmdetection/v2.0/dcn/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco-e75f90c8.pth  # noqa: E501
+teacher_ckpt = 'checkpoints/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco-e75f90c8.pth'  # noqa: E501
+
+model = dict(
+    _delete_=True,
+    type='DistillDetector',
+    student=_base_.model,
+    teacher=dict(
+        config='mmdet::dcn/cascade-mask-rcnn_x101-32x4d-dconv-c3-c5_fpn_1x_coco.py',
+        checkpoint=teacher_ckpt),
+    distill_losses=dict(
+        # one MGDLoss (own generation block) per listed level, summed.
+        mgd_fpn=dict(
+            type='MGDLoss',
+            student=['neck[0]', 'neck[1]', 'neck[2]', 'neck[3]'],
+            teacher=['neck[0]', 'neck[1]', 'neck[2]', 'neck[3]'],
+            student_channels=256,
+            teacher_channels=256,
+            alpha_mgd=0.0000005,
+            lambda_mgd=0.45)))
+
+optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
