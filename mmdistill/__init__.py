@@ -6,7 +6,7 @@ installed libraries (``DistillDetector`` in mmdet's MODELS, ...). Configs add
 """
 __version__ = '0.1.0'
 
-from . import losses  # noqa: E402,F401
+from . import datasets, hooks, losses  # noqa: E402,F401
 from .models import *  # noqa: E402,F401,F403
 from .registry import DISTILL_LOSSES  # noqa: E402
 

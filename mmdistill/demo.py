@@ -13,16 +13,39 @@ import os.path as osp
 import time
 
 import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
 from .datasets import SHAPE_CLASSES, make_shapes_coco
 
 
-def retinanet(width: int, fpn: int, num_classes: int, stacked_convs: int = 2) -> dict:
+@HOOKS.register_module()
+class DemoProgressHook(Hook):
+    """Print one short progress line every ``interval`` training iterations."""
+
+    def __init__(self, name: str, interval: int = 50) -> None:
+        self.name, self.interval = name, interval
+        self._start = time.time()
+
+    def before_train(self, runner) -> None:
+        self._start = time.time()
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        it = runner.iter + 1
+        if it % self.interval == 0 or it == runner.max_iters:
+            parts = ' '.join(f'{k} {float(v.detach()):.3f}' for k, v in (outputs or {}).items())
+            print(f'[demo]   {self.name} iter {it}/{runner.max_iters}  {parts}  '
+                  f'({time.time() - self._start:.0f} s)', flush=True)
+
+
+def retinanet(width: int, fpn: int, num_classes: int, stacked_convs: int = 2,
+              mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+              octave_base_scale: int = 2) -> dict:
     """A RetinaNet with a ResNet-18 of ``width`` base channels and an FPN of ``fpn`` channels."""
     return dict(
         type='RetinaNet',
-        data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
+        data_preprocessor=dict(type='DetDataPreprocessor', mean=list(mean), std=list(std),
+                               bgr_to_rgb=True, pad_size_divisor=32),
         backbone=dict(type='ResNet', depth=18, base_channels=width, num_stages=4,
                       out_indices=(0, 1, 2, 3), frozen_stages=-1, style='pytorch',
                       norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False),
@@ -31,7 +54,7 @@ def retinanet(width: int, fpn: int, num_classes: int, stacked_convs: int = 2) ->
         bbox_head=dict(
             type='RetinaHead', num_classes=num_classes, in_channels=fpn,
             stacked_convs=stacked_convs, feat_channels=fpn,
-            anchor_generator=dict(type='AnchorGenerator', octave_base_scale=2,
+            anchor_generator=dict(type='AnchorGenerator', octave_base_scale=octave_base_scale,
                                   scales_per_octave=3, ratios=[0.5, 1.0, 2.0],
                                   strides=[8, 16, 32, 64, 128]),
             bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0, .0, .0, .0],
@@ -47,7 +70,8 @@ def retinanet(width: int, fpn: int, num_classes: int, stacked_convs: int = 2) ->
                       nms=dict(type='nms', iou_threshold=0.5), max_per_img=20))
 
 
-def _config(model: dict, data_root: str, work_dir: str, iters: int, batch_size: int) -> dict:
+def _config(model: dict, data_root: str, work_dir: str, iters: int, batch_size: int,
+            name: str) -> dict:
     metainfo = dict(classes=SHAPE_CLASSES)
     warmup = max(min(50, iters // 4), 1)
     train_pipeline = [
@@ -98,6 +122,7 @@ def _config(model: dict, data_root: str, work_dir: str, iters: int, batch_size: 
                            checkpoint=dict(type='CheckpointHook', by_epoch=False,
                                            interval=iters, max_keep_ckpts=1),
                            sampler_seed=dict(type='DistSamplerSeedHook')),
+        custom_hooks=[dict(type='DemoProgressHook', name=name, interval=max(iters // 10, 1))],
         env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
                      dist_cfg=dict(backend='gloo')),
         log_processor=dict(by_epoch=False), log_level='WARNING',
@@ -138,10 +163,10 @@ def run_demo(work_dir: str = 'work_dirs/demo', teacher_iters: int = 600,
     student_model = retinanet(8, 64, n_cls)
     teacher = _train_and_test(
         _config(teacher_model, data_root, osp.join(work_dir, 'teacher'), teacher_iters,
-                batch_size), 'teacher (RetinaNet R18-w32)')
+                batch_size, 'teacher'), 'teacher (RetinaNet R18-w32)')
     alone = _train_and_test(
         _config(student_model, data_root, osp.join(work_dir, 'student'), student_iters,
-                batch_size), 'student alone (RetinaNet R18-w8)')
+                batch_size, 'student'), 'student alone (RetinaNet R18-w8)')
     distill = dict(
         type='DistillDetector', student=copy.deepcopy(student_model),
         teacher=dict(config=dict(model=teacher_model), checkpoint=teacher['ckpt']),
@@ -150,7 +175,7 @@ def run_demo(work_dir: str = 'work_dirs/demo', teacher_iters: int = 600,
                                      lambda_fgd=5e-6)))
     fgd = _train_and_test(
         _config(distill, data_root, osp.join(work_dir, 'student_fgd'), student_iters,
-                batch_size), 'student + FGD')
+                batch_size, 'student+FGD'), 'student + FGD')
     rows = [('teacher', teacher), ('student alone', alone), ('student + FGD', fgd)]
     print(format_table(rows, teacher_iters, student_iters))
     return rows

@@ -72,6 +72,8 @@ class BaseDistiller(BaseModel):
     provided_inputs: tuple[str, ...] = ()
     #: default parameter prefixes that ``init_student`` copies.
     init_student_prefixes: tuple[str, ...] = ()
+    #: names of the models' classifier layers: taps on them must give the same class count.
+    logit_layers: tuple[str, ...] = ()
 
     def __init__(self,
                  student: dict,
@@ -219,6 +221,12 @@ class BaseDistiller(BaseModel):
             where = f'{key} (level {level})' if len(feats_s) > 1 else key
             cfg = {k: v for k, v in entry.cfg.items() if k != 'type'}
             cs, ct = fs.shape[1] if fs.dim() > 1 else None, ft.shape[1] if ft.dim() > 1 else None
+            logit_taps = [str(t) for t in entry.student_taps + entry.teacher_taps
+                          if t.path.split('.')[-1] in self.logit_layers]
+            if logit_taps and cs != ct:
+                raise ValueError(
+                    f'{where}: the logit taps {logit_taps} give {cs} classes (student) and {ct} '
+                    '(teacher); distilling logits needs the same classes in both models')
             if channel_args:
                 s_arg, t_arg = channel_args
                 given_s, given_t = cfg.get(s_arg), cfg.get(t_arg)
