@@ -170,6 +170,7 @@ def run_demo(work_dir: str = 'work_dirs/demo', teacher_iters: int = 600,
     distill = dict(
         type='DistillDetector', student=copy.deepcopy(student_model),
         teacher=dict(config=dict(model=teacher_model), checkpoint=teacher['ckpt']),
+        init_student=True,  # FGD's recipe: inherit the teacher's FPN and head where shapes match
         distill_losses=dict(fgd=dict(type='FGDLoss', student='neck', teacher='neck',
                                      temp=0.5, alpha_fgd=1e-3, beta_fgd=5e-4, gamma_fgd=5e-4,
                                      lambda_fgd=5e-6)))

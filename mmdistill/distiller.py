@@ -39,8 +39,15 @@ class LossEntry:
     teacher_taps: list[Tap]
     weight: float
     resize: str | None
+    loss_cls: type
     extra_inputs: tuple[str, ...] = ()
     cfg: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+    @property
+    def all_levels(self) -> bool:
+        """The loss takes all student tensors at once (e.g. OFA's stage features)."""
+        return bool(getattr(self.loss_cls, 'takes_all_levels', False))
 
 
 def _as_list(spec: Any) -> list:
@@ -74,6 +81,12 @@ class BaseDistiller(BaseModel):
     init_student_prefixes: tuple[str, ...] = ()
     #: names of the models' classifier layers: taps on them must give the same class count.
     logit_layers: tuple[str, ...] = ()
+    #: extra loss inputs read from student taps, ``{input name: tap}`` (e.g. OFA's logits).
+    extra_taps: dict[str, str] = {}
+    #: wrapper-specific keys of a loss entry, kept out of the loss's arguments.
+    entry_options: tuple[str, ...] = ()
+    #: (H, W) of the build-time dry-run input when the config gives none.
+    default_dry_run_shape: tuple[int, int] = (128, 128)
 
     def __init__(self,
                  student: dict,
@@ -83,7 +96,7 @@ class BaseDistiller(BaseModel):
                  teacher_autocast: str | None = None,
                  save_teacher: bool = False,
                  skip_teacher: bool = False,
-                 dry_run_shape: tuple[int, int] = (128, 128),
+                 dry_run_shape: tuple[int, int] | None = None,
                  data_preprocessor: dict | None = None,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -109,8 +122,13 @@ class BaseDistiller(BaseModel):
         object.__setattr__(self, 'teacher', build_teacher(self.registry, teacher))
         object.__setattr__(self, 'teacher_checkpoint', teacher.get('checkpoint'))
         self._build_entries(distill_losses or {})
+        needed = {x for e in self._entries for x in e.extra_inputs}
+        self._extra_taps = {name: Tap.parse(tap) for name, tap in self.extra_taps.items()
+                            if name in needed}
         self._student_rec = FeatureRecorder(
-            self.student, [(t, e.key + '.student') for e in self._entries for t in e.student_taps],
+            self.student,
+            [(t, e.key + '.student') for e in self._entries for t in e.student_taps]
+            + [(t, f'extra input {name!r}') for name, t in self._extra_taps.items()],
             'student')
         self._teacher_rec = FeatureRecorder(
             self.teacher, [(t, e.key + '.teacher') for e in self._entries for t in e.teacher_taps],
@@ -118,7 +136,7 @@ class BaseDistiller(BaseModel):
         self._teacher_scope = self._scope_of(e.teacher_taps for e in self._entries)
         self._student_scope = self._scope_of(e.student_taps for e in self._entries)
         self._renorm = self._renormalisation()
-        self._dry_run(dry_run_shape)
+        self._dry_run(dry_run_shape or self.default_dry_run_shape)
 
     # ------------------------------------------------------------------ build
     def _build_entries(self, distill_losses: dict) -> None:
@@ -141,18 +159,21 @@ class BaseDistiller(BaseModel):
             resize = cfg.pop('resize', None)
             if resize not in _RESIZE_MODES:
                 raise ValueError(f'{key}.resize must be one of {_RESIZE_MODES}, got {resize!r}')
+            options = {k: cfg.pop(k) for k in self.entry_options if k in cfg}
             params = inspect.signature(loss_cls.__init__).parameters
             weight = 1.0
             if 'loss_weight' not in params:
                 weight = float(cfg.pop('loss_weight', 1.0))
-            extra = tuple(getattr(loss_cls, 'extra_inputs', ()))
-            missing = [x for x in extra if x not in self.provided_inputs]
-            if missing:
-                raise ValueError(
-                    f'{key}: {loss_type} needs {missing}, which {type(self).__name__} cannot give '
-                    f'(it gives {list(self.provided_inputs)})')
-            self._entries.append(LossEntry(name, key, student_taps, teacher_taps, weight, resize,
-                                           extra, cfg))
+            self._entries.append(LossEntry(
+                name, key, student_taps, teacher_taps, weight, resize, loss_cls,
+                tuple(getattr(loss_cls, 'extra_inputs', ())), cfg, options))
+
+    def _check_extra_inputs(self, entry: LossEntry) -> None:
+        missing = [x for x in entry.extra_inputs if x not in self.provided_inputs]
+        if missing:
+            raise ValueError(
+                f'{entry.key}: {entry.cfg["type"]} needs {missing}, which '
+                f'{type(self).__name__} cannot give (it gives {list(self.provided_inputs)})')
 
     @staticmethod
     def _scope_of(tap_groups) -> str:
@@ -208,13 +229,18 @@ class BaseDistiller(BaseModel):
 
     def _build_entry_modules(self, entry: LossEntry) -> None:
         key = entry.key
+        self._check_extra_inputs(entry)
         feats_s = [f for t in entry.student_taps for f in self._student_rec.get(t, key + '.student')]
         feats_t = [f for t in entry.teacher_taps for f in self._teacher_rec.get(t, key + '.teacher')]
+        loss_cls = entry.loss_cls
+        if entry.all_levels:
+            self.distill_losses[entry.name] = nn.ModuleList(
+                [self._make_loss(entry, {k: v for k, v in entry.cfg.items() if k != 'type'},
+                                 key)])
+            return
         if len(feats_s) != len(feats_t):
             raise ValueError(f'{key}: the student taps give {len(feats_s)} tensors and the '
                              f'teacher taps {len(feats_t)}; they must pair one to one')
-        loss_cls = DISTILL_LOSSES.get(entry.cfg['type']) if isinstance(entry.cfg['type'], str) \
-            else entry.cfg['type']
         channel_args = getattr(loss_cls, 'channel_args', None)
         modules = []
         for level, (fs, ft) in enumerate(zip(feats_s, feats_t)):
@@ -249,11 +275,27 @@ class BaseDistiller(BaseModel):
                     f'{where}: student map {tuple(fs.shape[2:])} and teacher map '
                     f'{tuple(ft.shape[2:])} differ in size on the dry-run input; set '
                     f"{key}.resize='teacher_to_student' or 'student_to_teacher'")
-            try:
-                modules.append(loss_cls(**cfg))
-            except TypeError as err:
-                raise TypeError(f'{where}: cannot build {entry.cfg["type"]}: {err}') from err
+            modules.append(self._make_loss(entry, cfg, where))
         self.distill_losses[entry.name] = nn.ModuleList(modules)
+        entry.extra_inputs = tuple(getattr(modules[0], 'extra_inputs', entry.extra_inputs))
+        self._check_extra_inputs(entry)
+        self._check_entry(entry, modules, feats_s, feats_t)
+
+    @staticmethod
+    def _make_loss(entry: LossEntry, cfg: dict, where: str) -> nn.Module:
+        try:
+            return entry.loss_cls(**cfg)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f'{where}: cannot build {entry.cfg["type"]}: {err}') from err
+
+    def _check_entry(self, entry: LossEntry, modules: list, feats_s: list, feats_t: list) -> None:
+        """Wrapper-specific build-time checks of an entry's tapped tensors (dry run)."""
+
+    def _prepare(self, entry: LossEntry, module: nn.Module, fs: Any, ft: Any) -> tuple:
+        """Turn the recorded tensors into the loss inputs (resize by the entry's option)."""
+        if entry.all_levels:
+            return fs, ft
+        return _resize(fs, ft, entry.resize)
 
     # ------------------------------------------------------------------ run
     def _run_model(self, model: nn.Module, scope: str, inputs: torch.Tensor,
@@ -285,10 +327,15 @@ class BaseDistiller(BaseModel):
                 if name not in extras:
                     extras[name] = self._extra_inputs(name, data_samples)
                 kwargs[name] = extras[name]
+            if entry.all_levels:
+                pairs = [(feats_s, feats_t[0] if len(feats_t) == 1 else feats_t)]
+            else:
+                pairs = list(zip(feats_s, feats_t))
             total = 0.
-            for module, fs, ft in zip(self.distill_losses[entry.name], feats_s, feats_t):
-                fs, ft = _resize(fs, ft, entry.resize)
-                total = total + module(fs, ft.detach(), **kwargs)
+            for module, (fs, ft) in zip(self.distill_losses[entry.name], pairs):
+                fs, ft = self._prepare(entry, module, fs, ft)
+                ft = ft.detach() if isinstance(ft, torch.Tensor) else [f.detach() for f in ft]
+                total = total + module(fs, ft, **kwargs)
             losses[f'loss_{entry.name}'] = total * entry.weight
         return losses
 
@@ -323,6 +370,8 @@ class BaseDistiller(BaseModel):
     # ------------------------------------------------------------------ task hooks
     def _extra_inputs(self, name: str, data_samples: list | None) -> Any:
         """Give the extra loss input ``name`` (one of ``provided_inputs``) for this batch."""
+        if name in self._extra_taps:
+            return self._student_rec.get(self._extra_taps[name], f'extra input {name!r}')[0]
         raise KeyError(name)
 
     def _dummy_data_samples(self, inputs: torch.Tensor) -> list | None:

@@ -77,3 +77,33 @@ def seg_batch(n: int = 2, size: tuple[int, int] = (64, 96), num_classes: int = 1
             data=torch.randint(0, num_classes + 1, (1, h, w), generator=g))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
+
+
+def tiny_classifier(width: int = 8, num_classes: int = 10, out_indices=(3, )) -> dict:
+    """An mmpretrain ImageClassifier: a narrow CIFAR ResNet-18, GAP neck, linear head."""
+    return dict(
+        type='ImageClassifier',
+        data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=num_classes,
+                               mean=[125.3, 123.0, 113.9], std=[63.0, 62.1, 66.7], to_rgb=True),
+        backbone=dict(type='ResNet_CIFAR', depth=18, stem_channels=width, base_channels=width,
+                      num_stages=4, out_indices=out_indices, style='pytorch'),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=width * 8,
+                  loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+
+
+def cls_batch(n: int = 4, num_classes: int = 10, size: int = 32, seed: int = 0,
+              soft: bool = False) -> dict:
+    """A packed mmpretrain batch with labels (or mixed soft labels) and dataset indices."""
+    from mmpretrain.structures import DataSample
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for i in range(n):
+        inputs.append(torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8))
+        sample = DataSample(metainfo=dict(sample_idx=10 + i, img_shape=(size, size)))
+        sample.set_gt_label(int(torch.randint(0, num_classes, (1,), generator=g)))
+        if soft:
+            score = torch.rand(num_classes, generator=g)
+            sample.set_gt_score(score / score.sum())
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)

@@ -111,6 +111,8 @@ class CTKDLoss(nn.Module):
 
     extra_inputs: tuple[str, ...] = ()  # per instance: ('gt_labels',) for 'dkd' and 'sdd'
     channel_args = None
+    match_channels = False  # logits (classes checked by the wrapper) or SDD feature maps
+    match_spatial = False
 
     def __init__(self,
                  base: str = 'kd',

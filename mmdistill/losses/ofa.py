@@ -172,6 +172,8 @@ class OFALoss(nn.Module):
     # The teacher tap is the logits, so teacher channels cannot be read from it: the config
     # gives student_channels / teacher_channels explicitly.
     channel_args = None
+    takes_all_levels = True  # all tapped stage features go to one module
+    match_channels = False
 
     def __init__(self,
                  student_channels: int | Sequence[int],

@@ -134,6 +134,8 @@ class SDDLoss(nn.Module):
 
     extra_inputs: tuple[str, ...] = ('gt_labels', )
     channel_args = None
+    match_channels = False  # compares (N, K, M) local logits the wrapper builds from features
+    match_spatial = False
 
     def __init__(self, temperature: float = 4.0, scales: Sequence[int] = (1, 2, 4)) -> None:
         super().__init__()

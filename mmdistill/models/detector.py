@@ -30,7 +30,7 @@ class DistillDetector(BaseDistiller):
             return [s.gt_instances.labels for s in data_samples]
         if name == 'img_shape':
             return tuple(data_samples[0].batch_input_shape)
-        raise KeyError(name)
+        return super()._extra_inputs(name, data_samples)
 
     def _dummy_data_samples(self, inputs: torch.Tensor) -> list:
         from mmdet.structures import DetDataSample

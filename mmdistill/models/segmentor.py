@@ -31,7 +31,7 @@ class DistillSegmentor(BaseDistiller):
         if name == 'img_shape':
             return tuple(data_samples[0].metainfo.get('batch_input_shape',
                                                       data_samples[0].img_shape))
-        raise KeyError(name)
+        return super()._extra_inputs(name, data_samples)
 
     def _dummy_data_samples(self, inputs: torch.Tensor) -> list:
         from mmseg.structures import SegDataSample
