@@ -129,7 +129,18 @@ def _config(model: dict, data_root: str, work_dir: str, iters: int, batch_size: 
         randomness=dict(seed=0), launcher='none')
 
 
-def _train_and_test(cfg: dict, name: str) -> dict:
+COCO_ZERO = {k: 0.0 for k in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')}
+
+
+def train_and_test(cfg: dict, name: str, metric: str = 'coco/bbox_mAP',
+                   defaults: dict | None = None) -> dict:
+    """Train ``cfg`` with :class:`DistillRunner`, test it, save its weights only.
+
+    Returns the test metrics (``defaults`` first: an undertrained detector may detect nothing
+    above the score threshold, so its COCO metric returns nothing) and ``ckpt``, the path of
+    ``{'state_dict': ...}`` written to ``<work_dir>/weights.pth``: what a teacher is loaded from.
+    ``metric`` is the one printed.
+    """
     from mmengine.config import Config
 
     from .engine import DistillRunner
@@ -138,11 +149,10 @@ def _train_and_test(cfg: dict, name: str) -> dict:
           flush=True)
     runner = DistillRunner.from_cfg(Config(cfg))
     runner.train()
-    # an undertrained model may detect nothing above the score threshold: mAP 0 then
-    metrics = {k: 0.0 for k in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')}
+    metrics = dict(COCO_ZERO if defaults is None else defaults)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' summary
         metrics.update(runner.test())
-    print(f'[demo] {name}: bbox mAP {metrics["coco/bbox_mAP"]:.3f} '
+    print(f'[demo] {name}: {metric} {metrics[metric]:.3f} '
           f'({time.time() - start:.0f} s)', flush=True)
     ckpt = osp.join(cfg['work_dir'], 'weights.pth')  # weights only, as a teacher is loaded
     torch.save({'state_dict': runner.model.state_dict()}, ckpt)
@@ -161,10 +171,10 @@ def run_demo(work_dir: str = 'work_dirs/demo', teacher_iters: int = 600,
     n_cls = len(SHAPE_CLASSES)
     teacher_model = retinanet(32, 64, n_cls)
     student_model = retinanet(8, 64, n_cls)
-    teacher = _train_and_test(
+    teacher = train_and_test(
         _config(teacher_model, data_root, osp.join(work_dir, 'teacher'), teacher_iters,
                 batch_size, 'teacher'), 'teacher (RetinaNet R18-w32)')
-    alone = _train_and_test(
+    alone = train_and_test(
         _config(student_model, data_root, osp.join(work_dir, 'student'), student_iters,
                 batch_size, 'student'), 'student alone (RetinaNet R18-w8)')
     distill = dict(
@@ -174,7 +184,7 @@ def run_demo(work_dir: str = 'work_dirs/demo', teacher_iters: int = 600,
         distill_losses=dict(fgd=dict(type='FGDLoss', student='neck', teacher='neck',
                                      temp=0.5, alpha_fgd=1e-3, beta_fgd=5e-4, gamma_fgd=5e-4,
                                      lambda_fgd=5e-6)))
-    fgd = _train_and_test(
+    fgd = train_and_test(
         _config(distill, data_root, osp.join(work_dir, 'student_fgd'), student_iters,
                 batch_size, 'student+FGD'), 'student + FGD')
     rows = [('teacher', teacher), ('student alone', alone), ('student + FGD', fgd)]

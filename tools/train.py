@@ -8,7 +8,7 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 
-from mmdistill.engine import DistillRunner
+from mmdistill.engine import DistillRunner, prepare_config
 from mmdistill.engine.launch import setup_distributed
 
 
@@ -56,6 +56,7 @@ def main() -> None:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    prepare_config(cfg)
     setup_distributed(cfg)
     runner = DistillRunner.from_cfg(cfg)
     runner.train()

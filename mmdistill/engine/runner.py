@@ -42,11 +42,41 @@ class DistillRunner(Runner):
 
 
 def prepare_config(cfg: Config, for_test: bool = False) -> Config:
-    """Adjust a config for our tools: test runs build the student only."""
+    """Adjust a config for our tools.
+
+    Test runs build the student only. Training runs of a distillation config get the
+    :class:`~mmdistill.hooks.DistillStateHook` (exact resume) and the dataset size for losses
+    whose memory is sized from it (CRD's ``n_data``) when the config leaves it out.
+    """
     model = cfg.get('model', {})
-    if for_test and model.get('type') in DISTILL_TYPES:
+    if model.get('type') not in DISTILL_TYPES:
+        return cfg
+    if for_test:
         model['skip_teacher'] = True
+        return cfg
+    hooks = list(cfg.get('custom_hooks', []))
+    if not any(h.get('type') == 'DistillStateHook' for h in hooks):
+        hooks.append(dict(type='DistillStateHook'))
+    cfg.custom_hooks = hooks
+    _fill_dataset_sizes(cfg)
     return cfg
+
+
+def _fill_dataset_sizes(cfg: Config) -> None:
+    from mmengine.registry import DATASETS, init_default_scope
+
+    from ..registry import DISTILL_LOSSES
+    entries = []
+    for entry in cfg.model.get('distill_losses', {}).values():
+        loss_cls = DISTILL_LOSSES.get(entry.get('type'))
+        arg = getattr(loss_cls, 'dataset_size_arg', None)
+        if arg and entry.get(arg) is None:
+            entries.append((entry, arg))
+    if entries:
+        init_default_scope(cfg.get('default_scope', 'mmengine'))
+        n = len(DATASETS.build(cfg.train_dataloader.dataset))
+        for entry, arg in entries:
+            entry[arg] = n
 
 
 def is_distill_config(cfg: Config) -> bool:

@@ -1,3 +1,6 @@
+"""mmengine hooks: CTKD's temperature curriculum, exact resume state, per-rank loss dumps."""
 from .ctkd_hook import CTKDTemperatureHook
+from .distill_state_hook import DistillStateHook
+from .dump_losses_hook import DumpLossesHook
 
-__all__ = ['CTKDTemperatureHook']
+__all__ = ['CTKDTemperatureHook', 'DistillStateHook', 'DumpLossesHook']

@@ -103,6 +103,7 @@ class CRDLoss(nn.Module):
 
     extra_inputs: tuple[str, ...] = ('indices',)
     channel_args = ('student_channels', 'teacher_channels')
+    dataset_size_arg = 'n_data'  # tools/train.py fills it from the training set when left out
 
     def __init__(self,
                  student_channels: int | None = None,
@@ -118,7 +119,7 @@ class CRDLoss(nn.Module):
                              'dimensions of the pooled penultimate features)')
         if n_data is None or n_data <= 0:
             raise ValueError('CRDLoss needs n_data, the number of training samples (size of '
-                             'the memory banks)')
+                             'the memory banks); tools/train.py fills it from the training set')
         self.feat_dim = int(feat_dim)
         self.nce_k = int(nce_k)
         self.nce_t = float(nce_t)
