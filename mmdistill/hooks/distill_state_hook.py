@@ -19,6 +19,17 @@ def file_sha256(path: str, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def _numpy_state_to_plain(state: tuple) -> tuple:
+    """numpy's RNG state with its key array as a tensor: loadable as weights only."""
+    name, keys, pos, has_gauss, cached = state
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
+def _numpy_state_from_plain(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached
+
+
 def _distiller(runner):
     model = runner.model
     model = getattr(model, 'module', model)
@@ -55,7 +66,7 @@ class DistillStateHook(Hook):
         checkpoint['rng_state'] = dict(
             torch=torch.get_rng_state(),
             cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            numpy=np.random.get_state(), python=random.getstate())
+            numpy=_numpy_state_to_plain(np.random.get_state()), python=random.getstate())
         teacher = self._teacher_hash(runner)
         if teacher is not None:
             checkpoint.setdefault('meta', {})['teacher_checkpoint'] = dict(
@@ -79,5 +90,5 @@ class DistillStateHook(Hook):
         torch.set_rng_state(state['torch'])
         if state['cuda'] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state['cuda'])
-        np.random.set_state(state['numpy'])
+        np.random.set_state(_numpy_state_from_plain(state['numpy']))
         random.setstate(state['python'])

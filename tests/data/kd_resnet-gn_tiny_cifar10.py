@@ -53,7 +53,10 @@ test_evaluator = val_evaluator
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=6, val_interval=1000)
 val_cfg = dict()
 test_cfg = dict()
-param_scheduler = [dict(type='MultiStepLR', by_epoch=False, milestones=[4], gamma=0.5)]
+# `end` explicit: the resume test stops a run early with train_cfg.max_iters=3, and mmengine
+# defaults a scheduler's end to max_iters.
+param_scheduler = [dict(type='MultiStepLR', by_epoch=False, milestones=[4], gamma=0.5, begin=0,
+                        end=1000)]
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=3), logger=dict(interval=1))
 log_processor = dict(by_epoch=False, window_size=1)

@@ -52,7 +52,7 @@ def pspnet(width: int, channels: int, crop: tuple[int, int]) -> dict:
 
 
 def camvid_config(model: dict, data_root: str, work_dir: str, iters: int, batch_size: int,
-                  crop: tuple[int, int], lr: float, name: str) -> dict:
+                  crop: tuple[int, int], lr: float, name: str, seed: int = 0) -> dict:
     """A full mmengine config: CamVid at 240x180 (half size), random crops, AdamW + poly."""
     scale = (240, 180)
     train_pipeline = [
@@ -99,7 +99,7 @@ def camvid_config(model: dict, data_root: str, work_dir: str, iters: int, batch_
         env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
                      dist_cfg=dict(backend='gloo')),
         log_processor=dict(by_epoch=False), log_level='WARNING',
-        randomness=dict(seed=0), launcher='none')
+        randomness=dict(seed=seed), launcher='none')
 
 
 def format_table(rows: list[tuple[str, dict]]) -> str:
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--crop', type=int, nargs=2, default=(128, 128), metavar=('H', 'W'))
     parser.add_argument('--lr', type=float, default=2e-3)
+    parser.add_argument('--seed', type=int, default=0, help='the same seed for every run')
     parser.add_argument('--tau', type=float, default=1.0, help='CWD temperature (mmrazor: 1)')
     parser.add_argument('--cwd-weight', type=float, default=5.0, help='CWD weight (mmrazor: 5)')
     parser.add_argument('--mgd', action='store_true',
@@ -136,7 +137,7 @@ def main() -> None:
 
     def run(model, sub, iters, label):
         cfg = camvid_config(model, args.data_root, osp.join(args.work_dir, sub), iters,
-                            args.batch_size, crop, args.lr, sub)
+                            args.batch_size, crop, args.lr, sub, args.seed)
         return train_and_test(cfg, label, metric='mIoU', defaults={})
 
     t_label = f'teacher PSPNet R18-w{tw} ({args.teacher_iters} it)'
@@ -147,7 +148,7 @@ def main() -> None:
         from mmdistill.engine import DistillRunner
         t_label = f'teacher PSPNet R18-w{tw} (loaded)'
         cfg = camvid_config(teacher_model, args.data_root, osp.join(args.work_dir, 'teacher'),
-                            1, args.batch_size, crop, args.lr, 'teacher')
+                            1, args.batch_size, crop, args.lr, 'teacher', args.seed)
         cfg['load_from'] = args.teacher_ckpt
         teacher = dict(DistillRunner.from_cfg(Config(cfg)).test(), ckpt=args.teacher_ckpt)
     else:
@@ -170,7 +171,7 @@ def main() -> None:
                        distill_losses=losses, dry_run_shape=crop)
         rows.append((f'student {label}', run(distill, sub, args.student_iters, label)))
     print(f'\nCamVid mini val (26 images, 240x180), trained from scratch on 74 images, '
-          f'{crop[0]}x{crop[1]} crops, batch {args.batch_size}, seed 0:')
+          f'{crop[0]}x{crop[1]} crops, batch {args.batch_size}, seed {args.seed}:')
     print(format_table(rows))
     print(f'\nwall time {time.time() - start:.0f} s')
 
