@@ -1,0 +1,18 @@
+"""tools/analysis/benchmark_step.py runs (quick mode: the tiny test config, 1 repeat)."""
+import os.path as osp
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_tools.test_pipeline import run
+
+pytest.importorskip('mmdet')
+
+
+def test_benchmark_step_quick():
+    out = run('tools/analysis/benchmark_step.py',
+              osp.join(ROOT, 'tests', 'data', 'fgd_retinanet_tiny_coco-tiny.py'),
+              '--repeats', '1', '--warmup', '1', '--random-teacher', '--shape', '64', '96')
+    for row in ('(a) student step', '(b) teacher forward to taps', '(c) distillation step',
+                'c / (a + b)', 'teacher weights'):
+        assert row in out, out[-2000:]

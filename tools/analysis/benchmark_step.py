@@ -1,0 +1,215 @@
+"""Time and measure one distillation step against its parts, on the same batch, interleaved.
+
+    python tools/analysis/benchmark_step.py CONFIG [--repeats 5] [--device cpu|cuda]
+        [--shape H W] [--batch N] [--random-teacher] [--cfg-options k=v ...]
+
+(a) the student's own training step, (b) the teacher's no-grad forward as far as its taps,
+(c) the full distillation step. Prints medians, c / (a + b), peak memory of each (CUDA max
+allocated on a GPU, RSS growth on the CPU) and c / (a + teacher weights + teacher taps).
+``--random-teacher`` builds the teacher with random weights (no checkpoint needed).
+Detection configs only: the batch is synthetic (random pixels, 20 boxes per image).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size (default: the config\'s Resize scale)')
+    parser.add_argument('--batch', type=int, help='images per step (default: the config\'s)')
+    parser.add_argument('--random-teacher', action='store_true')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args()
+
+
+def _rss() -> int:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+class PeakMemory:
+    """Peak memory growth of a block: CUDA max allocated, or sampled RSS on the CPU."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.peak = device, 0
+
+    def __enter__(self) -> 'PeakMemory':
+        if self.device == 'cuda':
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            self._base = self._max = _rss()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.0005):
+            self._max = max(self._max, _rss())
+
+    def __exit__(self, *exc) -> None:
+        if self.device == 'cuda':
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self._max, _rss()) - self._base
+
+
+def synthetic_batch(n: int, shape: tuple[int, int], num_classes: int, seed: int = 0) -> dict:
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    g = torch.Generator().manual_seed(seed)
+    h, w = shape
+    inputs, samples = [], []
+    for _ in range(n):
+        inputs.append(torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8))
+        xy = torch.rand(20, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
+        wh = torch.rand(20, 2, generator=g) * torch.tensor([w * 0.3, h * 0.3]) + 16
+        sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                                             scale_factor=(1.0, 1.0)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.cat([xy, xy + wh], 1),
+            labels=torch.randint(0, num_classes, (20,), generator=g))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _input_shape(cfg: Config) -> tuple[int, int]:
+    for step in cfg.train_dataloader.dataset.get('pipeline', []):
+        if step.get('type') in ('Resize', 'RandomResize') and 'scale' in step:
+            w, h = step['scale']
+            return (h, w)
+    return (800, 1333)
+
+
+def _strip_pretrained(model_cfg: dict) -> None:
+    for part in model_cfg.values():
+        if isinstance(part, dict) and 'init_cfg' in part:
+            part['init_cfg'] = None
+
+
+def _timed(fn, device: str) -> tuple[float, int]:
+    with PeakMemory(device) as mem:
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return elapsed, mem.peak
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    from mmdet.registry import MODELS
+
+    import mmdistill  # noqa: F401
+    _strip_pretrained(cfg.model.student)
+    tmp = tempfile.TemporaryDirectory()
+    if args.random_teacher or not os.path.isfile(str(cfg.model.teacher.checkpoint)):
+        from mmdistill.teacher import load_config, model_config
+        t_cfg = model_config(load_config(cfg.model.teacher.config, 'model.teacher.config'))
+        _strip_pretrained(t_cfg)
+        teacher = MODELS.build(t_cfg)
+        path = os.path.join(tmp.name, 'teacher.pth')
+        torch.save({'state_dict': teacher.state_dict()}, path)
+        cfg.model.teacher.checkpoint = path
+        del teacher
+    model = MODELS.build(cfg.model).to(args.device)
+    model.train()
+    optim_cfg = cfg.optim_wrapper.copy()
+    optim_cfg.pop('type', None)
+    distill_optim = build_optim_wrapper(model, optim_cfg)
+    student_optim = build_optim_wrapper(model.student, optim_cfg)
+
+    shape = tuple(args.shape) if args.shape else _input_shape(cfg)
+    n = args.batch or cfg.train_dataloader.batch_size
+    num_classes = model.student.bbox_head.num_classes
+    batch = synthetic_batch(n, shape, num_classes)
+    processed = model.data_preprocessor(synthetic_batch(n, shape, num_classes), True)
+
+    def student_step():
+        model.student.train_step(batch, student_optim)
+
+    def teacher_forward():
+        with model._teacher_rec.recording():
+            model._run_teacher(processed['inputs'], processed['data_samples'])
+
+    def distill_step():
+        model.train_step(batch, distill_optim)
+
+    taps_bytes = 0
+    with model._teacher_rec.recording():
+        model._run_teacher(processed['inputs'], processed['data_samples'])
+        for entry in model._entries:
+            for tap in entry.teacher_taps:
+                taps_bytes += sum(t.numel() * t.element_size()
+                                  for t in model._teacher_rec.get(tap, entry.key))
+    teacher_bytes = sum(t.numel() * t.element_size()
+                        for t in model.teacher.state_dict().values())
+
+    phases = dict(a=student_step, b=teacher_forward, c=distill_step)
+    for _ in range(args.warmup):
+        for fn in phases.values():
+            fn()
+    times = {k: [] for k in phases}
+    mems = {k: [] for k in phases}
+    for _ in range(args.repeats):
+        for key, fn in phases.items():  # interleaved: a, b, c, a, b, c, ...
+            t, m = _timed(fn, args.device)
+            times[key].append(t)
+            mems[key].append(m)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    peak = {k: max(v) / 2**20 for k, v in mems.items()}
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
+    except (OSError, StopIteration):
+        pass
+    device = torch.cuda.get_device_name() if args.device == 'cuda' else \
+        f'{cpu}, {torch.get_num_threads()} threads'
+    mem_kind = 'CUDA max allocated' if args.device == 'cuda' else 'RSS growth'
+    print(f'\n{os.path.basename(args.config)}: batch {n} x {shape[0]}x{shape[1]}, '
+          f'{args.repeats} interleaved repeats after {args.warmup} warm-up; {device}; '
+          f'torch {torch.__version__}')
+    print(f'| phase | median ms | peak MiB ({mem_kind}) |')
+    print('|---|---:|---:|')
+    names = dict(a='(a) student step', b='(b) teacher forward to taps', c='(c) distillation step')
+    for key in phases:
+        print(f'| {names[key]} | {med[key]:.1f} | {peak[key]:.1f} |')
+    print(f'| c / (a + b) | {med["c"] / (med["a"] + med["b"]):.3f} | |')
+    budget = peak['a'] + (teacher_bytes + taps_bytes) / 2**20
+    print(f'| c / (a + teacher weights {teacher_bytes / 2**20:.1f} MiB + taps '
+          f'{taps_bytes / 2**20:.1f} MiB) | | {peak["c"] / budget:.3f} |')
+    tmp.cleanup()
+
+
+if __name__ == '__main__':
+    main()
