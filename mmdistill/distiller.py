@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from mmengine.config import ConfigDict
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
-from mmengine.registry import Registry
+from mmengine.registry import DefaultScope, Registry
 from torch import nn
 
 from .recorder import FeatureRecorder, Tap
@@ -70,7 +70,8 @@ class BaseDistiller(BaseModel):
         save_teacher: write the teacher's weights into training checkpoints.
         skip_teacher: build the student only (testing, export); no distillation loss runs.
         dry_run_shape: (H, W) of the dummy input used at build time to check the taps.
-        data_preprocessor: unused; the student's data preprocessor is used.
+        data_preprocessor: the config's top-level data preprocessor, which the student takes
+            when its own config has none (mmpretrain style); the student's one is used.
     """
 
     #: the library registry that builds student and teacher (set by the wrapper).
@@ -100,7 +101,11 @@ class BaseDistiller(BaseModel):
                  data_preprocessor: dict | None = None,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.student = self.registry.build(ConfigDict(student))
+        student = ConfigDict(student)
+        if data_preprocessor is not None:  # the Runner passes a top-level data_preprocessor
+            student.setdefault('data_preprocessor', data_preprocessor)
+        with DefaultScope.overwrite_default_scope(self.registry.scope):
+            self.student = self.registry.build(student)
         self.data_preprocessor = self.student.data_preprocessor
         if teacher_autocast not in _AUTOCAST:
             raise ValueError(f'model.teacher_autocast must be one of {list(_AUTOCAST)}, '
@@ -119,7 +124,8 @@ class BaseDistiller(BaseModel):
             return
         if teacher is None:
             raise ValueError('model.teacher is required: dict(config=..., checkpoint=...)')
-        object.__setattr__(self, 'teacher', build_teacher(self.registry, teacher))
+        with DefaultScope.overwrite_default_scope(self.registry.scope):
+            object.__setattr__(self, 'teacher', build_teacher(self.registry, teacher))
         object.__setattr__(self, 'teacher_checkpoint', teacher.get('checkpoint'))
         self._build_entries(distill_losses or {})
         needed = {x for e in self._entries for x in e.extra_inputs}
@@ -192,7 +198,10 @@ class BaseDistiller(BaseModel):
         def stats(pre):
             mean = getattr(pre, 'mean', None) if getattr(pre, '_enable_normalize', False) else None
             std = getattr(pre, 'std', None) if mean is not None else None
-            return (mean, std, bool(getattr(pre, '_channel_conversion', False)))
+            flip = (getattr(pre, '_channel_conversion', None)  # mmengine, mmdet
+                    or getattr(pre, 'to_rgb', None)  # mmpretrain
+                    or getattr(pre, 'channel_conversion', False))  # mmseg
+            return (mean, std, bool(flip))
 
         (ms, ss, cs), (mt, st, ct) = stats(s_pre), stats(t_pre)
         same = (cs == ct and (ms is None) == (mt is None)

@@ -30,10 +30,16 @@ def load_config(spec: str | dict, key: str) -> Config:
 
 
 def model_config(cfg: Config) -> dict:
-    """The model part of a full config (or the config itself when it is a model config)."""
+    """The model part of a full config (or the config itself when it is a model config).
+
+    A top-level ``data_preprocessor`` (mmpretrain's configs keep it there) goes into the model,
+    as mmengine's Runner does, so the teacher keeps its own normalisation.
+    """
     model = cfg.get('model', cfg)
     if 'type' not in model:
         raise ValueError(f'{_KEY}.config: no model type in the teacher config')
+    if model is not cfg and cfg.get('data_preprocessor') is not None:
+        model.setdefault('data_preprocessor', cfg.data_preprocessor)
     return model
 
 

@@ -18,6 +18,7 @@ import re
 
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 
 pytest.importorskip('mmpretrain')
 
@@ -31,6 +32,10 @@ from mmdistill.recorder import Tap, find_module  # noqa: E402
 from mmdistill.registry import DISTILL_LOSSES  # noqa: E402
 from mmdistill.teacher import build_teacher, load_config, model_config  # noqa: E402
 from tests.utils import cls_batch  # noqa: E402
+
+from tests.conftest import use_scope  # noqa: E402
+
+_scope = use_scope('mmpretrain')
 
 register_all_modules()
 
@@ -271,7 +276,8 @@ def teacher_ckpts(tmp_path_factory):
     def get(config: str) -> str:
         if config not in cache:
             torch.manual_seed(0)
-            model = MODELS.build(model_config(load_config(config, 'teacher')))
+            with DefaultScope.overwrite_default_scope('mmpretrain'):
+                model = MODELS.build(model_config(load_config(config, 'teacher')))
             path = str(tmp_path_factory.mktemp('teachers') / 'teacher.pth')
             torch.save({'state_dict': model.state_dict()}, path)
             cache[config] = path
@@ -306,10 +312,6 @@ def test_distill_step_with_real_teacher_architecture(name, teacher_ckpts):
     assert all(p.grad is None for p in model.teacher.parameters())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'wrapper gap: mmpretrain configs keep data_preprocessor at the top level; build_teacher '
-    'uses cfg.model only, so a teacher built from an mmpretrain:: config gets no '
-    'normalisation and no BGR->RGB (mmpretrain.apis.get_model sets it from the top level)'))
 def test_teacher_built_from_config_gets_its_normalisation(teacher_ckpts):
     cfg = _load('kd/kd_resnet34_resnet18_8xb32_in1k.py')
     teacher = build_teacher(MODELS, dict(config=cfg.model.teacher.config,

@@ -29,6 +29,10 @@ from mmdistill.registry import DISTILL_LOSSES  # noqa: E402
 from mmdistill.teacher import load_config, model_config  # noqa: E402
 from tests.utils import det_batch  # noqa: E402
 
+from tests.conftest import use_scope  # noqa: E402
+
+_scope = use_scope('mmdet')
+
 register_all_modules()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -28,6 +28,10 @@ from mmdistill.recorder import Tap, find_module  # noqa: E402
 from mmdistill.registry import DISTILL_LOSSES  # noqa: E402
 from mmdistill.teacher import load_config, model_config  # noqa: E402
 
+from tests.conftest import use_scope  # noqa: E402
+
+_scope = use_scope('mmseg')
+
 register_all_modules()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -18,6 +18,10 @@ from mmdistill.losses.dkd import dkd_loss  # noqa: E402
 from mmdistill.losses.kd import kd_loss  # noqa: E402
 from mmdistill.losses.sdd import multi_scale_pool  # noqa: E402
 
+from tests.conftest import use_scope  # noqa: E402
+
+_scope = use_scope('mmpretrain')
+
 register_all_modules()
 KD = dict(type='KDLoss', student='head', teacher='head', temperature=4.0, loss_weight=0.9)
 

@@ -14,6 +14,10 @@ from mmdet.utils import register_all_modules  # noqa: E402
 
 import mmdistill  # noqa: E402,F401
 
+from tests.conftest import use_scope  # noqa: E402
+
+_scope = use_scope('mmdet')
+
 register_all_modules()
 
 FGD = dict(type='FGDLoss', student='neck', teacher='neck', student_channels=32,
@@ -218,3 +222,32 @@ def test_loss_needing_ground_truth_on_wrapper_without_it(teacher_ckpt):
         NoGT(student=tiny_retinanet(),
              teacher=dict(config=dict(model=tiny_retinanet(32, 64)), checkpoint=teacher_ckpt),
              distill_losses=dict(fgd=FGD))
+
+
+def test_teacher_autocast_and_student_amp(teacher_ckpt):
+    """bf16 teacher (teacher_autocast) and a bf16-autocast student step (CPU stand-in for
+    --amp): the taps arrive in bf16, the losses stay float32, finite and near the fp32 value."""
+    losses = dict(fgd=FGD, cwd=dict(type='CWDLoss', student='bbox_head.retina_cls',
+                                    teacher='bbox_head.retina_cls', tau=1.0, loss_weight=5.0))
+    ref = build(teacher_ckpt, losses)
+    half = build(teacher_ckpt, losses, teacher_autocast='bf16')
+    half.load_state_dict(ref.state_dict())
+    dtypes = []
+    half.teacher.neck.register_forward_hook(lambda m, i, o: dtypes.append(o[0].dtype))
+    for m in (ref, half):
+        m.eval()  # BN in eval: both see the same statistics
+    data = ref.data_preprocessor(det_batch(), True)
+    with torch.no_grad():
+        full = ref.loss(**copy.deepcopy(data))
+        mixed = half.loss(**copy.deepcopy(data))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            amp = ref.loss(**copy.deepcopy(data))
+    assert dtypes == [torch.bfloat16]
+    # bf16 keeps 8 mantissa bits: the FGD feature loss stays within a few percent; CWD is a KL
+    # between nearly equal maps of a random teacher, a difference of rounded terms: same order
+    for name, rel in (('loss_fgd', 0.05), ('loss_cwd', 0.5)):
+        for value in (mixed[name], amp[name]):
+            assert value.dtype == torch.float32 and torch.isfinite(value)
+            assert value == pytest.approx(float(full[name]), rel=rel), name
+    with pytest.raises(ValueError, match='teacher_autocast'):
+        build(teacher_ckpt, teacher_autocast='half')

@@ -14,6 +14,10 @@ from mmseg.utils import register_all_modules  # noqa: E402
 
 import mmdistill  # noqa: E402,F401
 
+from tests.conftest import use_scope  # noqa: E402
+
+_scope = use_scope('mmseg')
+
 register_all_modules()
 
 CWD = dict(type='CWDLoss', student='decode_head.conv_seg', teacher='decode_head.conv_seg',
