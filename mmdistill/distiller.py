@@ -233,6 +233,7 @@ class BaseDistiller(BaseModel):
                 self._run_model(self.teacher, self._teacher_scope, inputs, samples)
                 for entry in self._entries:
                     self._build_entry_modules(entry)
+                self._teacher_rec.keep_only(t for e in self._entries for t in e.teacher_taps)
         finally:
             self.student.train(modes[0])
 

@@ -86,6 +86,7 @@ class FeatureRecorder:
     def __init__(self, model: nn.Module, taps: Iterable[tuple[Tap, str]], owner: str) -> None:
         self.owner = owner
         self._outputs: dict[str, list[Any]] = {}
+        self._keep: dict[str, tuple[str, set[int]]] = {}
         self._active = False
         self._handles = []
         self.paths: list[str] = []
@@ -97,9 +98,35 @@ class FeatureRecorder:
 
     def _hook(self, path: str):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if self._active:
-                self._outputs.setdefault(path, []).append(output)
+            if not self._active:
+                return
+            calls = self._outputs.setdefault(path, [])
+            kind, needed = self._keep.get(path, ('all', set()))
+            if kind == 'calls' and len(calls) not in needed:
+                output = None  # a call no tap reads: count it, do not hold it
+            elif kind == 'elements':
+                output = _Subset(output, needed)
+            calls.append(output)
         return hook
+
+    def keep_only(self, taps: Iterable[Tap]) -> None:
+        """Hold only what ``taps`` read from now on (call after a step has been recorded).
+
+        A tap without an index keeps a module's whole output; otherwise only the indexed calls
+        (a module run several times) or elements (a module run once) are held, so a teacher
+        tapped at ``'neck[0]'`` does not keep its other FPN levels alive.
+        """
+        by_path: dict[str, list[Tap]] = {}
+        for tap in taps:
+            by_path.setdefault(tap.path, []).append(tap)
+        for path, path_taps in by_path.items():
+            calls = self._outputs.get(path)
+            if not calls or any(t.index is None for t in path_taps):
+                continue
+            if len(calls) > 1:
+                self._keep[path] = ('calls', {t.index % len(calls) for t in path_taps})
+            elif isinstance(calls[0], (tuple, list)):
+                self._keep[path] = ('elements', {t.index % len(calls[0]) for t in path_taps})
 
     @contextmanager
     def recording(self) -> Iterator['FeatureRecorder']:
@@ -134,7 +161,7 @@ class FeatureRecorder:
         else:
             value = calls[0]
             if tap.index is not None:
-                if not isinstance(value, (tuple, list)):
+                if not isinstance(value, (tuple, list, _Subset)):
                     raise IndexError(
                         f'{key}: {tap} indexes the output of {tap.path!r}, but that module ran '
                         f'once in the {self.owner} and returned a single '
@@ -151,6 +178,20 @@ class FeatureRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+
+class _Subset(Sequence):
+    """The elements of a module's output that taps read; the length of the whole output."""
+
+    def __init__(self, output: Sequence, needed: set[int]) -> None:
+        self._len = len(output)
+        self._items = {i: output[i] for i in needed if i < self._len}
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> Any:
+        return self._items[index % self._len]
 
 
 def _flatten(value: Any, key: str) -> list[torch.Tensor]:

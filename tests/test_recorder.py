@@ -77,3 +77,29 @@ def test_element_index_and_range():
     # outside recording nothing is stored
     body(a)
     assert rec._outputs == {}
+
+
+def test_keep_only_holds_just_the_tapped_parts():
+    net = Net()
+    taps = [Tap('shared', 1), Tap('layers', None)]
+    rec = FeatureRecorder(net, [(t, 'k') for t in taps], 'teacher')
+    x = torch.randn(1, 3, 2, 2)
+    with rec.recording():
+        net(x)
+        rec.keep_only(taps)
+    with rec.recording():
+        (a, b, c), _ = net(x)
+        held = rec._outputs['shared']
+        assert len(held) == 3 and held[0] is None and held[2] is None
+        assert torch.equal(rec.get(Tap('shared', 1), 'k')[0], b)
+    body = nn.Sequential()
+    body.add_module('m', nn.Identity())
+    rec = FeatureRecorder(body, [(Tap('m', -2), 'k')], 'teacher')
+    parts = (torch.ones(1), torch.zeros(1), torch.full((1,), 2.))
+    with rec.recording():
+        body.m(parts)
+        rec.keep_only([Tap('m', -2)])
+    with rec.recording():
+        body.m(parts)
+        assert rec.get(Tap('m', -2), 'k')[0] is parts[1]
+        assert set(rec._outputs['m'][0]._items) == {1}  # elements 0 and 2 are not held

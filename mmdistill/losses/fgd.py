@@ -5,12 +5,14 @@ Official code: https://github.com/yzd-v/FGD (``mmdet/distillation/losses/fgd.py`
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from mmdistill.registry import DISTILL_LOSSES
 
@@ -109,6 +111,176 @@ def _apply(module: nn.Module, x: Tensor, out_dtype: torch.dtype) -> Tensor:
     return module(x.to(param_dtype)).to(out_dtype)
 
 
+# Elements per block of the blocked passes on the CPU: a block of the student, the teacher and
+# a few temporaries stays in the core's cache, so each pass reads the features from memory once.
+_CPU_BLOCK = 1 << 16
+
+
+def _blocks(n: int, c: int, hw: int, device: torch.device):
+    """Slices ``(images, channels)`` that cover an ``(N, C, HW)`` tensor block by block.
+
+    On the CPU, blocks of about ``_CPU_BLOCK`` elements (several images when one image is
+    smaller, else channel ranges of one image); elsewhere (CUDA) the whole tensor at once.
+    """
+    if device.type != 'cpu':
+        yield slice(0, n), slice(0, c)
+        return
+    if c * hw <= _CPU_BLOCK:
+        step = max(1, _CPU_BLOCK // (c * hw))
+        for i in range(0, n, step):
+            yield slice(i, min(n, i + step)), slice(0, c)
+    else:
+        step = max(1, _CPU_BLOCK // hw)
+        for i in range(n):
+            for j in range(0, c, step):
+                yield slice(i, i + 1), slice(j, min(c, j + step))
+
+
+def _abs_sums(x: Tensor, out_c: Tensor, out_hw: Tensor, logits: Tensor, weight: Tensor,
+              rows: slice, chans: slice) -> Tensor:
+    """Accumulate ``sum_hw |x|`` into ``out_c``, ``sum_c |x|`` into ``out_hw`` and the 1x1 conv
+    ``weight . x`` (C -> 1, no bias) into ``logits`` for the block ``x = F[rows, chans]``."""
+    value = x.abs()
+    out_c[rows, chans] = value.sum(2)
+    out_hw[rows] += value.sum(1)
+    logits[rows] += torch.matmul(weight[chans], x)
+    return value
+
+
+class _FGDFunction(torch.autograd.Function):
+    """The FGD loss of one level with a hand-written backward.
+
+    The loss only needs a few reductions of the big ``(N, C, HW)`` maps ``S`` and ``T``:
+
+    * ``sum_hw |F|`` (N, C) and ``sum_c |F|`` (N, HW) of both (attentions, mask loss),
+    * the GcBlock logits ``w . F`` (N, HW) and contexts ``F @ softmax(logits)`` (N, C) of both,
+    * with ``d = S - T``: ``Q1 = sum_hw d^2 P`` (P = ``S_t * (alpha M_fg + beta M_bg)``),
+      ``Q2 = sum_hw d^2`` and ``D = sum_hw d`` (N, C), since
+      ``focal = sum(C_t * Q1) / N`` and, with the GcBlock difference ``a = add_s - add_t``
+      (N, C), ``rela = sum((d + a)^2) / N = (sum Q2 + 2 sum(a D) + HW sum a^2) / N``.
+
+    The forward computes them in 4 passes over memory (teacher stats, teacher context, student
+    and difference stats, student context), on the CPU block by block so that the temporaries
+    stay in cache; everything after that is on (N, C) and (N, HW) tensors. The backward gets the
+    gradients of those small tensors from autograd on the small graph, then the gradient of
+    ``S`` in one blocked pass::
+
+        dS = 2 d (g_Q2 + g_Q1 P) + sign(S) (g_Ac + g_As) + g_D + w_s g_ls + g_ctx p_s
+
+    (plus one pass over ``S`` and ``T`` for the softmax-weight gradients of the contexts). The
+    GcBlock parameters get their gradients from the same small graph, the ``conv_mask`` weights
+    from the blocked pass. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, S: Tensor, T: Tensor, pix_weight: Tensor, loss: 'FGDLoss',
+                *params: Tensor) -> Tensor:
+        n, c, h, w = S.shape
+        hw = h * w
+        dtype, device = S.dtype, S.device
+        S3 = S.reshape(n, c, hw)
+        T3 = T.reshape(n, c, hw)
+        w_s = loss.conv_mask_s.weight.reshape(c).to(dtype)
+        w_t = loss.conv_mask_t.weight.reshape(c).to(dtype)
+        zeros = functools.partial(torch.zeros, dtype=dtype, device=device)
+        at_c, at_hw, lt = zeros(n, c), zeros(n, hw), zeros(n, hw)
+        as_c, as_hw, ls = zeros(n, c), zeros(n, hw), zeros(n, hw)
+        q1, q2, dsum = zeros(n, c), zeros(n, c), zeros(n, c)
+
+        # teacher: attention sums and GcBlock logits
+        for rows, chans in _blocks(n, c, hw, device):
+            _abs_sums(T3[rows, chans], at_c, at_hw, lt, w_t, rows, chans)
+        spatial_t = hw * F.softmax(at_hw / (c * loss.temp), dim=1)
+        channel_t = c * F.softmax(at_c / (hw * loss.temp), dim=1)
+        weight = spatial_t * pix_weight  # (N, HW)
+        weight2 = torch.stack([weight, torch.ones_like(weight)], dim=2)  # (N, HW, 2)
+
+        # student and difference
+        for rows, chans in _blocks(n, c, hw, device):
+            s, t = S3[rows, chans], T3[rows, chans]
+            diff = torch.sub(s, t, out=_abs_sums(s, as_c, as_hw, ls, w_s, rows, chans))
+            dsum[rows, chans] = diff.sum(2)
+            q = torch.bmm(diff.square_(), weight2[rows])
+            q1[rows, chans] = q[..., 0]
+            q2[rows, chans] = q[..., 1]
+
+        # GcBlock contexts
+        p_s = F.softmax(ls + loss.conv_mask_s.bias.to(dtype), dim=1)
+        p_t = F.softmax(lt + loss.conv_mask_t.bias.to(dtype), dim=1)
+        ctx_s = torch.bmm(S3, p_s[:, :, None])[..., 0]
+        ctx_t = torch.bmm(T3, p_t[:, :, None])[..., 0]
+
+        small = (as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t)
+        out = loss._small_loss(spatial_t, channel_t, *small)
+        ctx.loss = loss
+        ctx.hw = hw
+        ctx.save_for_backward(S, T, weight, spatial_t, channel_t, p_s, p_t, *small)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        loss = ctx.loss
+        S, T, weight, spatial_t, channel_t, p_s, p_t, *small = ctx.saved_tensors
+        n, c = S.shape[:2]
+        hw = ctx.hw
+        dtype, device = S.dtype, S.device
+        S3 = S.reshape(n, c, hw)
+        T3 = T.reshape(n, c, hw)
+        add_params = [p for p in (*loss.channel_add_conv_s.parameters(),
+                                  *loss.channel_add_conv_t.parameters()) if p.requires_grad]
+
+        # gradients of the small tensors (and of the GcBlock channel-add parameters)
+        leaves = [x.detach().requires_grad_() for x in small]
+        with torch.enable_grad():
+            out = loss._small_loss(spatial_t, channel_t, *leaves)
+            grads = torch.autograd.grad(out, leaves + add_params, grad_out, allow_unused=True)
+        g_as_c, g_as_hw, g_q1, g_q2, g_dsum, g_ctx_s, g_ctx_t = (
+            torch.zeros_like(x) if g is None else g for x, g in zip(small, grads[:7]))
+        add_grads = dict(zip(map(id, add_params), grads[7:]))
+
+        # through the softmax weights of the contexts: one pass over S and T
+        g_p_s = torch.bmm(g_ctx_s[:, None, :], S3)[:, 0]
+        g_p_t = torch.bmm(g_ctx_t[:, None, :], T3)[:, 0]
+        g_ls = p_s * (g_p_s - (p_s * g_p_s).sum(1, keepdim=True))
+        g_lt = p_t * (g_p_t - (p_t * g_p_t).sum(1, keepdim=True))
+
+        # dS, block by block, and the conv_mask weight gradients
+        w_s = loss.conv_mask_s.weight.reshape(c).to(dtype)
+        grad_S = torch.empty_like(S3)
+        g_w_s = torch.zeros(c, dtype=dtype, device=device)
+        g_w_t = torch.zeros(c, dtype=dtype, device=device)
+        # rank-3 part g_D + w_s g_ls + g_ctx p_s as one batched matmul
+        left = torch.stack([g_dsum, w_s.expand(n, c), g_ctx_s], dim=2)  # (N, C, 3)
+        right = torch.stack([torch.ones_like(g_ls), g_ls, p_s], dim=1)  # (N, 3, HW)
+        two_q1, two_q2 = 2 * g_q1, 2 * g_q2
+        for rows, chans in _blocks(n, c, hw, device):
+            s, t, g = S3[rows, chans], T3[rows, chans], grad_S[rows, chans]
+            torch.sub(s, t, out=g)
+            scale = torch.baddbmm(two_q2[rows, chans, None], two_q1[rows, chans, None],
+                                  weight[rows, None, :])
+            g.mul_(scale)
+            g.addcmul_(torch.sign(s, out=scale),
+                       g_as_c[rows, chans, None] + g_as_hw[rows, None, :])
+            g.baddbmm_(left[rows, chans], right[rows])
+            g_w_s[chans] += torch.bmm(s, g_ls[rows, :, None])[..., 0].sum(0)
+            g_w_t[chans] += torch.bmm(t, g_lt[rows, :, None])[..., 0].sum(0)
+
+        def as_param(g, p):
+            return None if g is None or not p.requires_grad else g.reshape(p.shape).to(p.dtype)
+
+        m_s, m_t = loss.conv_mask_s, loss.conv_mask_t
+        param_grads = [
+            as_param(g_w_s, m_s.weight), as_param(g_ls.sum(), m_s.bias),
+            as_param(g_w_t, m_t.weight), as_param(g_lt.sum(), m_t.bias),
+        ]
+        param_grads += [add_grads.get(id(p)) if p.requires_grad else None
+                        for p in (*loss.channel_add_conv_s.parameters(),
+                                  *loss.channel_add_conv_t.parameters())]
+        grad_S = grad_S.reshape(S.shape) if ctx.needs_input_grad[0] else None
+        return (grad_S, None, None, None, *param_grads)
+
+
 @DISTILL_LOSSES.register_module()
 class FGDLoss(nn.Module):
     """Focal and Global Distillation loss for one feature level.
@@ -190,15 +362,27 @@ class FGDLoss(nn.Module):
         _last_zero_init(self.channel_add_conv_s)
         _last_zero_init(self.channel_add_conv_t)
 
-    def _context_add(self, feat: Tensor, conv_mask: nn.Conv2d,
-                     channel_add: nn.Sequential) -> Tensor:
-        """GcBlock term: ``channel_add(sum_hw softmax_hw(conv_mask(F)) * F)``, (N, C)."""
-        n, c, h, w = feat.shape
-        weight = _apply(conv_mask, feat, feat.dtype).reshape(n, h * w)
-        weight = F.softmax(weight, dim=1)
-        context = torch.bmm(feat.reshape(n, c, h * w), weight[:, :, None])  # (N, C, 1)
-        add = _apply(channel_add, context.reshape(n, c, 1, 1), feat.dtype)
-        return add.reshape(n, c)
+    def _params(self) -> tuple[Tensor, ...]:
+        """The parameters the loss core sees, in the order ``_FGDFunction`` returns gradients."""
+        return (self.conv_mask_s.weight, self.conv_mask_s.bias, self.conv_mask_t.weight,
+                self.conv_mask_t.bias, *self.channel_add_conv_s.parameters(),
+                *self.channel_add_conv_t.parameters())
+
+    def _small_loss(self, spatial_t: Tensor, channel_t: Tensor, as_c: Tensor, as_hw: Tensor,
+                    q1: Tensor, q2: Tensor, dsum: Tensor, ctx_s: Tensor, ctx_t: Tensor) -> Tensor:
+        """The loss from the reductions of the feature maps (see ``_FGDFunction``)."""
+        n, c = as_c.shape
+        hw = as_hw.shape[1]
+        dtype = as_c.dtype
+        spatial_s = hw * F.softmax(as_hw / (c * self.temp), dim=1)
+        channel_s = c * F.softmax(as_c / (hw * self.temp), dim=1)
+        focal = (channel_t * q1).sum() / n
+        mask_loss = ((channel_s - channel_t).abs().sum() + (spatial_s - spatial_t).abs().sum()) / n
+        add_s = _apply(self.channel_add_conv_s, ctx_s.reshape(n, c, 1, 1), dtype).reshape(n, c)
+        add_t = _apply(self.channel_add_conv_t, ctx_t.reshape(n, c, 1, 1), dtype).reshape(n, c)
+        add = add_s - add_t
+        rela = (q2.sum() + 2 * (add * dsum).sum() + hw * add.square().sum()) / n
+        return focal + self.gamma_fgd * mask_loss + self.lambda_fgd * rela
 
     def forward(self, preds_S: Tensor, preds_T: Tensor, gt_bboxes: Sequence[Tensor],
                 img_shape: Sequence[int]) -> Tensor:
@@ -217,28 +401,14 @@ class FGDLoss(nn.Module):
             f'student {tuple(preds_S.shape)} and teacher {tuple(preds_T.shape)} ' \
             'feature maps differ in size'
         dtype = torch.float32 if preds_S.dtype in _HALF else preds_S.dtype
-        preds_T = preds_T.detach().to(dtype)
-        if self.align is not None:
-            preds_S = _apply(self.align, preds_S, dtype)
-        else:
-            preds_S = preds_S.to(dtype)
-        n, c, h, w = preds_S.shape
-
-        spatial_t, channel_t = fgd_attention(preds_T, self.temp)
-        spatial_s, channel_s = fgd_attention(preds_S, self.temp)
-        mask_fg, mask_bg = fgd_masks(gt_bboxes, img_shape, h, w, dtype, preds_S.device)
-
-        # Focal: alpha * fg_loss + beta * bg_loss in one pass.
-        diff = preds_S - preds_T
-        pix_weight = spatial_t * (self.alpha_fgd * mask_fg + self.beta_fgd * mask_bg)
-        focal = (diff.square() * channel_t[:, :, None, None] * pix_weight[:, None]).sum() / n
-
-        # Attention loss.
-        mask_loss = ((channel_s - channel_t).abs().sum() + (spatial_s - spatial_t).abs().sum()) / n
-
-        # Global relation loss.
-        add_s = self._context_add(preds_S, self.conv_mask_s, self.channel_add_conv_s)
-        add_t = self._context_add(preds_T, self.conv_mask_t, self.channel_add_conv_t)
-        rela = (diff + (add_s - add_t)[:, :, None, None]).square().sum() / n
-
-        return focal + self.gamma_fgd * mask_loss + self.lambda_fgd * rela
+        with torch.autocast(preds_S.device.type, enabled=False):
+            preds_T = preds_T.detach().to(dtype).contiguous()
+            if self.align is not None:
+                preds_S = _apply(self.align, preds_S, dtype)
+            else:
+                preds_S = preds_S.to(dtype)
+            preds_S = preds_S.contiguous()
+            n, c, h, w = preds_S.shape
+            mask_fg, mask_bg = fgd_masks(gt_bboxes, img_shape, h, w, dtype, preds_S.device)
+            pix_weight = (self.alpha_fgd * mask_fg + self.beta_fgd * mask_bg).reshape(n, h * w)
+            return _FGDFunction.apply(preds_S, preds_T, pix_weight, self, *self._params())
