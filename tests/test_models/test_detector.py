@@ -212,6 +212,19 @@ def test_missing_and_misfit_teacher_checkpoint(tmp_path, teacher_ckpt):
     assert "'extra.weight'" in str(err.value) and "'bbox_head.retina_reg.bias'" in str(err.value)
 
 
+def test_teacher_checkpoint_with_more_than_weights_refused(tmp_path, teacher_ckpt):
+    """Teacher checkpoints load as weights only: pickled objects are refused, clearly."""
+    from mmengine.logging import HistoryBuffer
+    state = torch.load(teacher_ckpt)['state_dict']
+    path = str(tmp_path / 'pickled.pth')
+    torch.save({'state_dict': state, 'message_hub': HistoryBuffer([1.0], [1])}, path)
+    with pytest.raises(ValueError) as err:
+        build(path)
+    msg = str(err.value)
+    assert 'model.teacher.checkpoint' in msg and 'weights only' in msg
+    assert 'tools/export_student.py' in msg
+
+
 def test_loss_needing_ground_truth_on_wrapper_without_it(teacher_ckpt):
     from mmdistill.models.detector import DistillDetector
 

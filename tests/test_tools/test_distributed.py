@@ -7,6 +7,7 @@ import socket
 import subprocess
 
 import pytest
+import torch
 
 from tests.conftest import ROOT, SHARED_DATA
 from tests.test_tools.test_pipeline import run
@@ -76,3 +77,17 @@ def test_losses_equal_single_process_with_same_global_batch(runs):
             mean = (a[key] + b[key]) / 2
             assert mean == pytest.approx(s[key], rel=1e-5, abs=5e-6), (s['iter'], key)
         assert (a['loss'] + b['loss']) / 2 == pytest.approx(s['loss'], rel=1e-5)
+
+
+def test_export_of_ddp_checkpoint_loads_with_stock_get_model(runs):
+    from mmpretrain import get_model
+    out_pth, out_cfg = str(runs / 'student.pth'), str(runs / 'student.py')
+    run('tools/export_student.py', CONFIG, str(runs / 'dist' / 'iter_6.pth'), out_pth,
+        '--student-config', out_cfg)
+    export = torch.load(out_pth)  # weights only
+    model = get_model(out_cfg, pretrained=out_pth)
+    assert set(export['state_dict']) == set(model.state_dict())  # strict: same keys
+    ddp = torch.load(str(runs / 'dist' / 'iter_6.pth'), weights_only=False)['state_dict']
+    assert not any(k.startswith('module.') for k in ddp)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ddp['student.' + k]), k
