@@ -111,39 +111,57 @@ def _apply(module: nn.Module, x: Tensor, out_dtype: torch.dtype) -> Tensor:
     return module(x.to(param_dtype)).to(out_dtype)
 
 
-# Elements per block of the blocked passes on the CPU: a block of the student, the teacher and
-# a few temporaries stays in the core's cache, so each pass reads the features from memory once.
-_CPU_BLOCK = 1 << 16
+# Elements per thread in a block of the blocked passes on the CPU: a block of the student, the
+# teacher and a few temporaries of this size stays in each core's cache, so that a pass reads the
+# features from memory once, and the block is large enough that the per-op overhead (and the
+# synchronisation of the threads of each op) stays small.
+_CPU_BLOCK_PER_THREAD = 1 << 18
 
 
 def _blocks(n: int, c: int, hw: int, device: torch.device):
     """Slices ``(images, channels)`` that cover an ``(N, C, HW)`` tensor block by block.
 
-    On the CPU, blocks of about ``_CPU_BLOCK`` elements (several images when one image is
-    smaller, else channel ranges of one image); elsewhere (CUDA) the whole tensor at once.
+    On the CPU, blocks of about ``_CPU_BLOCK_PER_THREAD`` elements per thread (several images
+    when one image is smaller, else channel ranges of one image); elsewhere (CUDA) the whole
+    tensor at once.
     """
     if device.type != 'cpu':
         yield slice(0, n), slice(0, c)
         return
-    if c * hw <= _CPU_BLOCK:
-        step = max(1, _CPU_BLOCK // (c * hw))
+    block = _CPU_BLOCK_PER_THREAD * max(1, torch.get_num_threads())
+    if c * hw <= block:
+        step = max(1, block // (c * hw))
         for i in range(0, n, step):
             yield slice(i, min(n, i + step)), slice(0, c)
     else:
-        step = max(1, _CPU_BLOCK // hw)
+        step = max(1, block // hw)
         for i in range(n):
             for j in range(0, c, step):
                 yield slice(i, i + 1), slice(j, min(c, j + step))
 
 
-def _abs_sums(x: Tensor, out_c: Tensor, out_hw: Tensor, logits: Tensor, weight: Tensor,
-              rows: slice, chans: slice) -> Tensor:
-    """Accumulate ``sum_hw |x|`` into ``out_c``, ``sum_c |x|`` into ``out_hw`` and the 1x1 conv
-    ``weight . x`` (C -> 1, no bias) into ``logits`` for the block ``x = F[rows, chans]``."""
+def _rowdot(x: Tensor, v: Tensor, out: Tensor | None = None) -> Tensor:
+    """``(B, R, HW) x (B, HW) -> (B, R)``: the dot product of every row of ``x[b]`` with ``v[b]``.
+
+    One matrix-vector product per image (``torch.mv`` reads the rows at full speed on the CPU,
+    where ``bmm`` with a vector does not).
+    """
+    if out is None:
+        out = x.new_empty(x.shape[:2])
+    for i in range(x.shape[0]):
+        torch.mv(x[i], v[i], out=out[i])
+    return out
+
+
+def _stats(x: Tensor, abs_c: Tensor, abs_hw: Tensor, logits: Tensor, weight: Tensor,
+           ones: Tensor) -> Tensor:
+    """For a block ``x`` (B, R, HW): write ``sum_hw |x|`` to ``abs_c`` (B, R), add ``sum_r |x|`` to
+    ``abs_hw`` and the 1x1 conv ``weight . x`` (no bias) to ``logits`` (B, 1, HW views), with
+    ``weight`` and ``ones`` (B, 1, R); return ``|x|``."""
     value = x.abs()
-    out_c[rows, chans] = value.sum(2)
-    out_hw[rows] += value.sum(1)
-    logits[rows] += torch.matmul(weight[chans], x)
+    torch.sum(value, 2, out=abs_c)
+    abs_hw.baddbmm_(ones, value)
+    logits.baddbmm_(weight, x)
     return value
 
 
@@ -180,40 +198,42 @@ class _FGDFunction(torch.autograd.Function):
         dtype, device = S.dtype, S.device
         S3 = S.reshape(n, c, hw)
         T3 = T.reshape(n, c, hw)
-        w_s = loss.conv_mask_s.weight.reshape(c).to(dtype)
-        w_t = loss.conv_mask_t.weight.reshape(c).to(dtype)
+        w_s = loss.conv_mask_s.weight.reshape(1, 1, c).to(dtype).expand(n, 1, c)
+        w_t = loss.conv_mask_t.weight.reshape(1, 1, c).to(dtype).expand(n, 1, c)
+        ones = torch.ones(1, 1, c, dtype=dtype, device=device).expand(n, 1, c)
         zeros = functools.partial(torch.zeros, dtype=dtype, device=device)
-        at_c, at_hw, lt = zeros(n, c), zeros(n, hw), zeros(n, hw)
-        as_c, as_hw, ls = zeros(n, c), zeros(n, hw), zeros(n, hw)
+        at_c, at_hw, lt = zeros(n, c), zeros(n, 1, hw), zeros(n, 1, hw)
+        as_c, as_hw, ls = zeros(n, c), zeros(n, 1, hw), zeros(n, 1, hw)
         q1, q2, dsum = zeros(n, c), zeros(n, c), zeros(n, c)
 
         # teacher: attention sums and GcBlock logits
-        for rows, chans in _blocks(n, c, hw, device):
-            _abs_sums(T3[rows, chans], at_c, at_hw, lt, w_t, rows, chans)
+        for i, j in _blocks(n, c, hw, device):
+            _stats(T3[i, j], at_c[i, j], at_hw[i], lt[i], w_t[i, :, j], ones[i, :, j])
+        at_hw, lt = at_hw[:, 0], lt[:, 0]
         spatial_t = hw * F.softmax(at_hw / (c * loss.temp), dim=1)
         channel_t = c * F.softmax(at_c / (hw * loss.temp), dim=1)
         weight = spatial_t * pix_weight  # (N, HW)
-        weight2 = torch.stack([weight, torch.ones_like(weight)], dim=2)  # (N, HW, 2)
 
         # student and difference
-        for rows, chans in _blocks(n, c, hw, device):
-            s, t = S3[rows, chans], T3[rows, chans]
-            diff = torch.sub(s, t, out=_abs_sums(s, as_c, as_hw, ls, w_s, rows, chans))
-            dsum[rows, chans] = diff.sum(2)
-            q = torch.bmm(diff.square_(), weight2[rows])
-            q1[rows, chans] = q[..., 0]
-            q2[rows, chans] = q[..., 1]
+        for i, j in _blocks(n, c, hw, device):
+            s, t = S3[i, j], T3[i, j]
+            diff = _stats(s, as_c[i, j], as_hw[i], ls[i], w_s[i, :, j], ones[i, :, j])
+            torch.sub(s, t, out=diff)
+            torch.sum(diff, 2, out=dsum[i, j])
+            diff.square_()
+            _rowdot(diff, weight[i], out=q1[i, j])
+            torch.sum(diff, 2, out=q2[i, j])
+        as_hw, ls = as_hw[:, 0], ls[:, 0]
 
         # GcBlock contexts
         p_s = F.softmax(ls + loss.conv_mask_s.bias.to(dtype), dim=1)
         p_t = F.softmax(lt + loss.conv_mask_t.bias.to(dtype), dim=1)
-        ctx_s = torch.bmm(S3, p_s[:, :, None])[..., 0]
-        ctx_t = torch.bmm(T3, p_t[:, :, None])[..., 0]
+        ctx_s = _rowdot(S3, p_s)
+        ctx_t = _rowdot(T3, p_t)
 
         small = (as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t)
         out = loss._small_loss(spatial_t, channel_t, *small)
         ctx.loss = loss
-        ctx.hw = hw
         ctx.save_for_backward(S, T, weight, spatial_t, channel_t, p_s, p_t, *small)
         return out
 
@@ -222,8 +242,8 @@ class _FGDFunction(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         loss = ctx.loss
         S, T, weight, spatial_t, channel_t, p_s, p_t, *small = ctx.saved_tensors
-        n, c = S.shape[:2]
-        hw = ctx.hw
+        n, c, h, w = S.shape
+        hw = h * w
         dtype, device = S.dtype, S.device
         S3 = S.reshape(n, c, hw)
         T3 = T.reshape(n, c, hw)
@@ -239,45 +259,47 @@ class _FGDFunction(torch.autograd.Function):
             torch.zeros_like(x) if g is None else g for x, g in zip(small, grads[:7]))
         add_grads = dict(zip(map(id, add_params), grads[7:]))
 
-        # through the softmax weights of the contexts: one pass over S and T
+        # through the softmax weights of the contexts (one pass over S and T), then the logits
         g_p_s = torch.bmm(g_ctx_s[:, None, :], S3)[:, 0]
         g_p_t = torch.bmm(g_ctx_t[:, None, :], T3)[:, 0]
         g_ls = p_s * (g_p_s - (p_s * g_p_s).sum(1, keepdim=True))
         g_lt = p_t * (g_p_t - (p_t * g_p_t).sum(1, keepdim=True))
 
-        # dS, block by block, and the conv_mask weight gradients
-        w_s = loss.conv_mask_s.weight.reshape(c).to(dtype)
-        grad_S = torch.empty_like(S3)
-        g_w_s = torch.zeros(c, dtype=dtype, device=device)
-        g_w_t = torch.zeros(c, dtype=dtype, device=device)
-        # rank-3 part g_D + w_s g_ls + g_ctx p_s as one batched matmul
-        left = torch.stack([g_dsum, w_s.expand(n, c), g_ctx_s], dim=2)  # (N, C, 3)
-        right = torch.stack([torch.ones_like(g_ls), g_ls, p_s], dim=1)  # (N, 3, HW)
-        two_q1, two_q2 = 2 * g_q1, 2 * g_q2
-        for rows, chans in _blocks(n, c, hw, device):
-            s, t, g = S3[rows, chans], T3[rows, chans], grad_S[rows, chans]
-            torch.sub(s, t, out=g)
-            scale = torch.baddbmm(two_q2[rows, chans, None], two_q1[rows, chans, None],
-                                  weight[rows, None, :])
-            g.mul_(scale)
-            g.addcmul_(torch.sign(s, out=scale),
-                       g_as_c[rows, chans, None] + g_as_hw[rows, None, :])
-            g.baddbmm_(left[rows, chans], right[rows])
-            g_w_s[chans] += torch.bmm(s, g_ls[rows, :, None])[..., 0].sum(0)
-            g_w_t[chans] += torch.bmm(t, g_lt[rows, :, None])[..., 0].sum(0)
+        # dS, block by block:
+        #   2 d (g_q2 + g_q1 P) + sign(S) (g_as_c + g_as_hw) + g_dsum + w_s g_ls + g_ctx p_s
+        grad_S = None
+        if ctx.needs_input_grad[0]:
+            w_s = loss.conv_mask_s.weight.reshape(c).to(dtype)
+            left = torch.stack([g_dsum, w_s.expand(n, c), g_ctx_s], dim=2)  # (N, C, 3)
+            right = torch.stack([torch.ones_like(g_ls), g_ls, p_s], dim=1)  # (N, 3, HW)
+            two_q1, two_q2 = (2 * g_q1)[..., None], (2 * g_q2)[..., None]
+            g_as_c, g_as_hw, weight = g_as_c[..., None], g_as_hw[:, None], weight[:, None]
+            grad_S = torch.empty_like(S3)
+            for i, j in _blocks(n, c, hw, device):
+                s, g = S3[i, j], grad_S[i, j]
+                torch.sub(s, T3[i, j], out=g)
+                scale = torch.baddbmm(two_q2[i, j], two_q1[i, j], weight[i])
+                g.mul_(scale)
+                sign = torch.sign(s, out=scale)
+                g.addcmul_(sign, g_as_c[i, j])
+                g.addcmul_(sign, g_as_hw[i])
+                g.baddbmm_(left[i, j], right[i])
+            grad_S = grad_S.reshape(S.shape)
 
-        def as_param(g, p):
-            return None if g is None or not p.requires_grad else g.reshape(p.shape).to(p.dtype)
+        def as_param(g: Tensor, p: Tensor) -> Tensor | None:
+            return g.reshape(p.shape).to(p.dtype) if p.requires_grad else None
 
+        # conv_mask weights: sum_hw g_l F (one pass over S and T), biases: sum g_l
         m_s, m_t = loss.conv_mask_s, loss.conv_mask_t
         param_grads = [
-            as_param(g_w_s, m_s.weight), as_param(g_ls.sum(), m_s.bias),
-            as_param(g_w_t, m_t.weight), as_param(g_lt.sum(), m_t.bias),
+            as_param(_rowdot(S3, g_ls).sum(0), m_s.weight) if m_s.weight.requires_grad else None,
+            as_param(g_ls.sum(), m_s.bias),
+            as_param(_rowdot(T3, g_lt).sum(0), m_t.weight) if m_t.weight.requires_grad else None,
+            as_param(g_lt.sum(), m_t.bias),
         ]
         param_grads += [add_grads.get(id(p)) if p.requires_grad else None
                         for p in (*loss.channel_add_conv_s.parameters(),
                                   *loss.channel_add_conv_t.parameters())]
-        grad_S = grad_S.reshape(S.shape) if ctx.needs_input_grad[0] else None
         return (grad_S, None, None, None, *param_grads)
 
 

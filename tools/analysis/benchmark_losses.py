@@ -1,0 +1,479 @@
+"""Benchmark the dense distillation losses against references written the way the official code is.
+
+Every dense loss (FGD, MGD, CWD, FitNet, AT) runs forward + backward on the shapes of a
+RetinaNet-style FPN (batch 8, 256 channels, 5 levels from 100x152 down to 7x10, one loss module
+per level as the wrapper builds them, 30 gt boxes per image for FGD) and is compared with a
+reference written like the official code (per-image / per-box Python loops and separate fg and bg
+MSE passes for yzd-v/FGD, yzd-v/MGD's ``FeatureLoss``, mmrazor's ``ChannelWiseDivergence``,
+mdistiller's FitNet and ``single_stage_at_loss``). The reference calls the same loss module's
+parameters (its convs, GcBlocks, regressor), so both sides compute the same function:
+
+* the loss values and the gradients w.r.t. the student features must agree (the largest
+  relative difference is printed; the script exits with status 1 when one is above the tolerance);
+* the time of forward + backward (all 5 levels, the student features as leaf tensors that need a
+  gradient, the loss modules' parameters too) is the median over warm repeats, ours and the
+  reference interleaved repeat by repeat;
+* the lower bound of each loss is the memory traffic that any implementation needs: read the
+  student and the teacher features once and write the student gradient once
+  (3 x N x C x sum(H*W) x 4 bytes in float32; parameters, boxes and the small per-image or
+  per-channel vectors are left out), divided by this machine's memory bandwidth, measured here as
+  the faster of a large tensor copy and a large tensor add (bytes read + bytes written per second).
+  MGD (two 3x3 convs) and FitNet (a 1x1 conv + BN) are compute-bound; their conv cost at this
+  machine's measured matmul rate is printed under the table as well.
+
+    OMP_NUM_THREADS=1 python3 tools/analysis/benchmark_losses.py --quick   # seconds, tiny sizes
+    python3 tools/analysis/benchmark_losses.py [--repeats 5] [--threads N] [--device cuda]
+    python3 tools/analysis/benchmark_losses.py --losses FGD CWD
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from mmdistill.losses.at import ATLoss  # noqa: E402
+from mmdistill.losses.cwd import CWDLoss  # noqa: E402
+from mmdistill.losses.fgd import FGDLoss  # noqa: E402
+from mmdistill.losses.fitnet import FitNetLoss  # noqa: E402
+from mmdistill.losses.mgd import MGDLoss  # noqa: E402
+
+# (H, W) of P3..P7 of an 800x1216 (padded 800x1333 -> 1216 is a multiple of 32) input
+FULL = dict(batch=8, channels=256, levels=[(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)],
+            img_shape=(800, 1216), boxes=30, bw_mbytes=256)
+QUICK = dict(batch=2, channels=16, levels=[(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)],
+             img_shape=(128, 192), boxes=3, bw_mbytes=16)
+TARGETS = dict(FGD=3.0, MGD=1.0, CWD=1.0, FitNet=1.0, AT=1.0)
+# float32 on sums of up to 3e7 elements computed in a different order
+TOL_VALUE, TOL_GRAD = 1e-4, 1e-4
+
+
+# ------------------------------------------------------------------------------------------------
+# References, written the way the official code computes the loss, on the loss module's parameters
+# ------------------------------------------------------------------------------------------------
+def ref_fgd(m: FGDLoss, preds_S, preds_T, gt_bboxes, img_shape):
+    """yzd-v/FGD ``FeatureLoss.forward`` (mmdet/distillation/losses/fgd.py), on ``m``'s modules.
+
+    The same image shape for every image (the official code reads each ``img_metas[i]``).
+    """
+
+    def get_attention(preds, temp):
+        N, C, H, W = preds.shape
+        value = torch.abs(preds)
+        fea_map = value.mean(axis=1, keepdim=True)
+        S_attention = (H * W * F.softmax((fea_map / temp).view(N, -1), dim=1)).view(N, H, W)
+        channel_map = value.mean(axis=2, keepdim=False).mean(axis=2, keepdim=False)
+        C_attention = C * F.softmax(channel_map / temp, dim=1)
+        return S_attention, C_attention
+
+    def get_fea_loss(preds_S, preds_T, Mask_fg, Mask_bg, C_s, C_t, S_s, S_t):
+        loss_mse = nn.MSELoss(reduction='sum')
+        Mask_fg = Mask_fg.unsqueeze(dim=1)
+        Mask_bg = Mask_bg.unsqueeze(dim=1)
+        C_t = C_t.unsqueeze(dim=-1)
+        C_t = C_t.unsqueeze(dim=-1)
+        S_t = S_t.unsqueeze(dim=1)
+        fea_t = torch.mul(preds_T, torch.sqrt(S_t))
+        fea_t = torch.mul(fea_t, torch.sqrt(C_t))
+        fg_fea_t = torch.mul(fea_t, torch.sqrt(Mask_fg))
+        bg_fea_t = torch.mul(fea_t, torch.sqrt(Mask_bg))
+        fea_s = torch.mul(preds_S, torch.sqrt(S_t))
+        fea_s = torch.mul(fea_s, torch.sqrt(C_t))
+        fg_fea_s = torch.mul(fea_s, torch.sqrt(Mask_fg))
+        bg_fea_s = torch.mul(fea_s, torch.sqrt(Mask_bg))
+        fg_loss = loss_mse(fg_fea_s, fg_fea_t) / len(Mask_fg)
+        bg_loss = loss_mse(bg_fea_s, bg_fea_t) / len(Mask_bg)
+        return fg_loss, bg_loss
+
+    def get_mask_loss(C_s, C_t, S_s, S_t):
+        return torch.sum(torch.abs((C_s - C_t)))/len(C_s) + \
+            torch.sum(torch.abs((S_s - S_t)))/len(S_s)
+
+    def spatial_pool(x, in_type):
+        batch, channel, width, height = x.size()
+        input_x = x
+        input_x = input_x.view(batch, channel, height * width)
+        input_x = input_x.unsqueeze(1)
+        if in_type == 0:
+            context_mask = m.conv_mask_s(x)
+        else:
+            context_mask = m.conv_mask_t(x)
+        context_mask = context_mask.view(batch, 1, height * width)
+        context_mask = F.softmax(context_mask, dim=2)
+        context_mask = context_mask.unsqueeze(-1)
+        context = torch.matmul(input_x, context_mask)
+        context = context.view(batch, channel, 1, 1)
+        return context
+
+    def get_rela_loss(preds_S, preds_T):
+        loss_mse = nn.MSELoss(reduction='sum')
+        context_s = spatial_pool(preds_S, 0)
+        context_t = spatial_pool(preds_T, 1)
+        out_s = preds_S
+        out_t = preds_T
+        channel_add_s = m.channel_add_conv_s(context_s)
+        out_s = out_s + channel_add_s
+        channel_add_t = m.channel_add_conv_t(context_t)
+        out_t = out_t + channel_add_t
+        rela_loss = loss_mse(out_s, out_t)/len(out_s)
+        return rela_loss
+
+    assert preds_S.shape[-2:] == preds_T.shape[-2:]
+    if m.align is not None:
+        preds_S = m.align(preds_S)
+    N, C, H, W = preds_S.shape
+    S_attention_t, C_attention_t = get_attention(preds_T, m.temp)
+    S_attention_s, C_attention_s = get_attention(preds_S, m.temp)
+    Mask_fg = torch.zeros_like(S_attention_t)
+    Mask_bg = torch.ones_like(S_attention_t)
+    wmin, wmax, hmin, hmax = [], [], [], []
+    for i in range(N):
+        new_boxxes = torch.ones_like(gt_bboxes[i])
+        new_boxxes[:, 0] = gt_bboxes[i][:, 0]/img_shape[1]*W
+        new_boxxes[:, 2] = gt_bboxes[i][:, 2]/img_shape[1]*W
+        new_boxxes[:, 1] = gt_bboxes[i][:, 1]/img_shape[0]*H
+        new_boxxes[:, 3] = gt_bboxes[i][:, 3]/img_shape[0]*H
+        wmin.append(torch.floor(new_boxxes[:, 0]).int())
+        wmax.append(torch.ceil(new_boxxes[:, 2]).int())
+        hmin.append(torch.floor(new_boxxes[:, 1]).int())
+        hmax.append(torch.ceil(new_boxxes[:, 3]).int())
+        area = 1.0/(hmax[i].view(1, -1)+1-hmin[i].view(1, -1))/(wmax[i].view(1, -1)+1-wmin[i].view(1, -1))
+        for j in range(len(gt_bboxes[i])):
+            Mask_fg[i][hmin[i][j]:hmax[i][j]+1, wmin[i][j]:wmax[i][j]+1] = \
+                torch.maximum(Mask_fg[i][hmin[i][j]:hmax[i][j]+1, wmin[i][j]:wmax[i][j]+1], area[0][j])
+        Mask_bg[i] = torch.where(Mask_fg[i] > 0, 0, 1)
+        if torch.sum(Mask_bg[i]):
+            Mask_bg[i] /= torch.sum(Mask_bg[i])
+    fg_loss, bg_loss = get_fea_loss(preds_S, preds_T, Mask_fg, Mask_bg, C_attention_s,
+                                    C_attention_t, S_attention_s, S_attention_t)
+    mask_loss = get_mask_loss(C_attention_s, C_attention_t, S_attention_s, S_attention_t)
+    rela_loss = get_rela_loss(preds_S, preds_T)
+    return m.alpha_fgd * fg_loss + m.beta_fgd * bg_loss \
+        + m.gamma_fgd * mask_loss + m.lambda_fgd * rela_loss
+
+
+def ref_mgd(m: MGDLoss, preds_S, preds_T):
+    """yzd-v/MGD ``FeatureLoss`` (det/seg), on ``m``'s modules.
+
+    The official code draws the mask on the CPU and copies it (``torch.rand(...).to(device)``);
+    here it is drawn on the features' device, so that on CUDA the mask is the same as ours (on
+    the CPU the two are the same code).
+    """
+    assert preds_S.shape[-2:] == preds_T.shape[-2:]
+    if m.align is not None:
+        preds_S = m.align(preds_S)
+    loss_mse = nn.MSELoss(reduction='sum')
+    N, C, H, W = preds_T.shape
+    device = preds_S.device
+    mat = torch.rand((N, 1, H, W), device=device)
+    mat = torch.where(mat > 1 - m.lambda_mgd, 0, 1).to(device)
+    masked_fea = torch.mul(preds_S, mat)
+    new_fea = m.generation(masked_fea)
+    dis_loss = loss_mse(new_fea, preds_T) / N
+    return dis_loss * m.alpha_mgd
+
+
+def ref_cwd(m: CWDLoss, preds_S, preds_T):
+    """mmrazor ``ChannelWiseDivergence.forward`` (the official vectorised form)."""
+    assert preds_S.shape[-2:] == preds_T.shape[-2:]
+    if m.align is not None:
+        preds_S = m.align(preds_S)
+    N, C, H, W = preds_S.shape
+    softmax_pred_T = F.softmax(preds_T.view(-1, W * H) / m.tau, dim=1)
+    logsoftmax = torch.nn.LogSoftmax(dim=1)
+    loss = torch.sum(softmax_pred_T * logsoftmax(preds_T.view(-1, W * H) / m.tau) -
+                     softmax_pred_T * logsoftmax(preds_S.view(-1, W * H) / m.tau)) * (m.tau**2)
+    return m.loss_weight * loss / (C * N)
+
+
+def ref_fitnet(m: FitNetLoss, preds_S, preds_T):
+    """mdistiller ``FitNet``: ``ConvReg`` (conv, BN, ReLU) then ``F.mse_loss``."""
+    x = m.conv(preds_S)
+    f_s = m.relu(m.bn(x)) if m.use_relu else m.bn(x)
+    return m.loss_weight * F.mse_loss(f_s, preds_T)
+
+
+def ref_at(m: ATLoss, preds_S, preds_T):
+    """mdistiller ``single_stage_at_loss`` times the feature weight."""
+
+    def _at(feat, p):
+        return F.normalize(feat.pow(p).mean(1).reshape(feat.size(0), -1))
+
+    f_s, f_t, p = preds_S, preds_T, m.p
+    s_H, t_H = f_s.shape[2], f_t.shape[2]
+    if s_H > t_H:
+        f_s = F.adaptive_avg_pool2d(f_s, (t_H, t_H))
+    elif s_H < t_H:
+        f_t = F.adaptive_avg_pool2d(f_t, (s_H, s_H))
+    return m.loss_weight * (_at(f_s, p) - _at(f_t, p)).pow(2).mean()
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    name: str
+    build: Callable[[int], nn.Module]          # channels -> loss module (one per level)
+    ref: Callable                              # ref(module, S, T, *extra)
+    extra: bool = False                        # FGD: gt boxes and img_shape
+    seeded: bool = False                       # MGD: a random mask, same seed for both sides
+    conv_flops: Callable[[int, int, int], float] | None = None  # (N, C, HW) -> fwd FLOPs
+
+
+def _fgd(c: int) -> FGDLoss:
+    # RetinaNet settings of the official configs; the zero-initialised GcBlock convs get random
+    # values (as after some training) so that every term and gradient path is non-trivial.
+    m = FGDLoss(c, c, temp=0.5, alpha_fgd=1e-3, beta_fgd=5e-4, gamma_fgd=5e-4, lambda_fgd=5e-6)
+    with torch.no_grad():
+        for block in (m.channel_add_conv_s, m.channel_add_conv_t):
+            nn.init.normal_(block[-1].weight, std=0.05)
+            nn.init.normal_(block[-1].bias, std=0.05)
+        for conv in (m.conv_mask_s, m.conv_mask_t):
+            nn.init.normal_(conv.bias, std=0.5)
+    return m
+
+
+CASES = [
+    Case('FGD', _fgd, ref_fgd, extra=True),
+    Case('MGD', lambda c: MGDLoss(c, c, alpha_mgd=2e-5, lambda_mgd=0.65), ref_mgd, seeded=True,
+         conv_flops=lambda n, c, hw: 2 * (2 * n * hw * c * c * 9)),
+    Case('CWD', lambda c: CWDLoss(tau=1.0, loss_weight=10.0), ref_cwd),
+    Case('FitNet', lambda c: FitNetLoss(c, c, loss_weight=100.0), ref_fitnet,
+         conv_flops=lambda n, c, hw: 2 * n * hw * c * c),
+    Case('AT', lambda c: ATLoss(p=2, loss_weight=1000.0), ref_at),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+def machine_line(device: torch.device) -> str:
+    cpu = platform.processor() or 'unknown CPU'
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    parts = [f'CPU {cpu}', f'{os.cpu_count()} cores ({usable} usable)',
+             f'torch {torch.__version__}', f'{torch.get_num_threads()} threads']
+    if device.type == 'cuda':
+        parts.insert(0, f'GPU {torch.cuda.get_device_name(device)}')
+    return ', '.join(parts)
+
+
+class Timer:
+    """Wall time of a callable in ms: perf_counter on the CPU, CUDA events on a GPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def sync(self) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        if self.device.type == 'cuda':
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(self.device)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(self.device)
+            return start.elapsed_time(end)
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+
+def measure_bandwidth(device: torch.device, mbytes: int, repeats: int,
+                      timer: Timer) -> tuple[float, float]:
+    """GB/s (1e9 bytes/s, read + written) of a large copy and a large add, median of repeats."""
+    n = mbytes * 2**20 // 4
+    a = torch.rand(n, device=device)
+    b = torch.rand(n, device=device)
+    c = torch.empty(n, device=device)
+    result = []
+    for fn, streams in ((lambda: c.copy_(a), 2), (lambda: torch.add(a, b, out=c), 3)):
+        fn()
+        times = [timer(fn) for _ in range(max(repeats, 3))]
+        result.append(streams * n * 4 / (statistics.median(times) * 1e-3) / 1e9)
+    return result[0], result[1]
+
+
+def measure_matmul(device: torch.device, size: int, repeats: int, timer: Timer) -> float:
+    """GFLOP/s of a square float32 matmul, median of repeats."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    times = [timer(lambda: a @ b) for _ in range(max(repeats, 3))]
+    return 2 * size**3 / (statistics.median(times) * 1e-3) / 1e9
+
+
+def random_boxes(n: int, img_shape: Sequence[int], gen: torch.Generator) -> torch.Tensor:
+    """``n`` xyxy boxes inside the image, 2% to 50% of its sides."""
+    img_h, img_w = img_shape
+    size = torch.tensor([img_w, img_h], dtype=torch.float32)
+    wh = (0.02 + 0.48 * torch.rand(n, 2, generator=gen)) * size
+    xy = torch.rand(n, 2, generator=gen) * (size - wh)
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max|a - b| / max|b| (the largest difference relative to the reference's scale)."""
+    a, b = a.double(), b.double()
+    scale = b.abs().max().item()
+    return (a - b).abs().max().item() / scale if scale > 0 else (a - b).abs().max().item()
+
+
+def run_case(case: Case, cfg: dict, device: torch.device, warmup: int, repeats: int,
+             timer: Timer) -> dict:
+    n, c, levels = cfg['batch'], cfg['channels'], cfg['levels']
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    mods = [case.build(c).to(device) for _ in levels]
+    student = [torch.randn(n, c, h, w, generator=gen).to(device).requires_grad_()
+               for h, w in levels]
+    teacher = [(torch.randn(n, c, h, w, generator=gen) * 1.5 + 0.3).to(device)
+               for h, w in levels]
+    extra = ()
+    if case.extra:
+        boxes = [random_boxes(cfg['boxes'], cfg['img_shape'], gen).to(device) for _ in range(n)]
+        extra = (boxes, cfg['img_shape'])
+
+    def step(fn: Callable) -> torch.Tensor:
+        for s in student:
+            s.grad = None
+        for m in mods:
+            m.zero_grad(set_to_none=True)
+        if case.seeded:
+            torch.manual_seed(1234)
+        loss = sum(fn(m, s, t, *extra) for m, s, t in zip(mods, student, teacher))
+        loss.backward()
+        return loss.detach()
+
+    def ours(m, s, t, *e):
+        return m(s, t, *e)
+
+    # equality: loss value and student-feature gradients
+    loss_ours = step(ours)
+    grads_ours = [s.grad.clone() for s in student]
+    loss_ref = step(case.ref)
+    grads_ref = [s.grad.clone() for s in student]
+    d_value = rel_diff(loss_ours, loss_ref)
+    d_grad = max(rel_diff(a, b) for a, b in zip(grads_ours, grads_ref))
+    del grads_ours, grads_ref
+
+    t_ours, t_ref = [], []
+    for i in range(warmup + repeats):  # interleaved, so that a noisy neighbour hits both
+        a = timer(lambda: step(ours))
+        b = timer(lambda: step(case.ref))
+        if i >= warmup:
+            t_ours.append(a)
+            t_ref.append(b)
+    numel = n * c * sum(h * w for h, w in levels)
+    flops = case.conv_flops(n, c, numel // (n * c)) * 3 if case.conv_flops else None
+    return dict(name=case.name, ours=statistics.median(t_ours), ref=statistics.median(t_ref),
+                d_value=d_value, d_grad=d_grad, bytes=3 * numel * 4, flops=flops,
+                value=loss_ours.item())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny sizes (batch 2, 16 channels, 5 small levels), 2 repeats: a '
+                        'smoke test, the times mean nothing')
+    parser.add_argument('--repeats', type=int, default=None,
+                        help='timed repeats after the warm-up (default 5, --quick 2)')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed repeats first')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch.set_num_threads (default: torch\'s default)')
+    parser.add_argument('--losses', nargs='+', default=[c.name for c in CASES],
+                        choices=[c.name for c in CASES], metavar='LOSS',
+                        help='subset of ' + ' '.join(c.name for c in CASES))
+    args = parser.parse_args(argv)
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: CUDA is not available')
+    device = torch.device(args.device)
+    cfg = QUICK if args.quick else FULL
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
+    timer = Timer(device)
+
+    print(f'# Dense losses, forward + backward ({"quick" if args.quick else "full"} sizes), '
+          f'{datetime.date.today().isoformat()}')
+    print(f'Machine: {machine_line(device)}')
+    levels = ', '.join(f'{h}x{w}' for h, w in cfg['levels'])
+    print(f'Shapes: batch {cfg["batch"]}, {cfg["channels"]} channels, levels {levels} '
+          f'(one loss module per level), FGD: {cfg["boxes"]} boxes per image on '
+          f'{cfg["img_shape"][0]}x{cfg["img_shape"][1]}; float32; median of {repeats} repeats '
+          f'after {args.warmup} warm-up')
+    bw_copy, bw_add = measure_bandwidth(device, cfg['bw_mbytes'], repeats, timer)
+    bandwidth = max(bw_copy, bw_add)
+    gflops = measure_matmul(device, 512 if args.quick else 2048, repeats, timer)
+    print(f'Memory bandwidth: {bandwidth:.1f} GB/s (copy {bw_copy:.1f}, add {bw_add:.1f}; '
+          f'{cfg["bw_mbytes"]} MiB tensors, bytes read + written); matmul {gflops:.0f} GFLOP/s')
+    sys.stdout.flush()
+
+    rows = []
+    for case in CASES:
+        if case.name in args.losses:
+            rows.append(run_case(case, cfg, device, args.warmup, repeats, timer))
+
+    print()
+    print('| loss | ours ms | reference ms | speed-up | target | met | bound ms | ours / bound '
+          '| max rel diff loss | max rel diff grad |')
+    print('|---|---:|---:|---:|---:|---|---:|---:|---:|---:|')
+    failed = []
+    for r in rows:
+        speedup = r['ref'] / r['ours']
+        target = TARGETS[r['name']]
+        met = 'yes' if speedup >= target else ('par (within 3%)' if speedup >= 0.97 * target
+                                                else 'NO')
+        bound = r['bytes'] / (bandwidth * 1e9) * 1e3
+        print(f'| {r["name"]} | {r["ours"]:.1f} | {r["ref"]:.1f} | {speedup:.2f}x | '
+              f'>= {target:g}x | {met} | {bound:.2f} | {r["ours"] / bound:.1f}x | '
+              f'{r["d_value"]:.1e} | {r["d_grad"]:.1e} |')
+        if not (r['d_value'] <= TOL_VALUE and r['d_grad'] <= TOL_GRAD):
+            failed.append(r['name'])
+    print()
+    numel_mb = rows[0]['bytes'] / 3 / 2**20 if rows else 0
+    print(f'bound ms: (read student + read teacher + write the student gradient) = 3 x '
+          f'{numel_mb:.1f} MiB / {bandwidth:.1f} GB/s. max rel diff: max|ours - ref| / max|ref| '
+          f'(loss value; student-feature gradients, largest over levels), float32.')
+    for r in rows:
+        if r['flops']:
+            ms = r['flops'] / (gflops * 1e9) * 1e3
+            print(f'{r["name"]}: its convs alone are {r["flops"] / 1e9:.0f} GFLOP forward + '
+                  f'backward, {ms:.0f} ms at the measured matmul rate: compute-bound, ours is '
+                  f'{r["ours"] / ms:.1f}x that.')
+    if failed:
+        print(f'MISMATCH: {", ".join(failed)} differ from the reference by more than '
+              f'{TOL_VALUE:g} (loss) / {TOL_GRAD:g} (gradients)')
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
