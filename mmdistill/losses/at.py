@@ -16,10 +16,36 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from mmdistill.registry import DISTILL_LOSSES
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class _ChannelMeanPow(torch.autograd.Function):
+    """``feat.pow(p).mean(1)`` with a one-pass backward ``p * feat^(p-1) * grad / C``.
+
+    Autograd through ``pow`` and ``mean`` materialises the expanded gradient, ``feat^(p-1)``
+    and two products, each a full ``(N, C, H, W)`` tensor; this writes only the result. Not
+    twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, feat: torch.Tensor, p: float) -> torch.Tensor:
+        ctx.save_for_backward(feat)
+        ctx.p = p
+        return feat.pow(p).mean(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        feat, = ctx.saved_tensors
+        p = ctx.p
+        scale = (grad * (p / feat.shape[1]))[:, None]
+        if p == 2:
+            return feat * scale, None
+        return feat.pow(p - 1).mul_(scale), None
 
 
 @DISTILL_LOSSES.register_module()
@@ -52,7 +78,7 @@ class ATLoss(nn.Module):
 
     def attention(self, feat: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W) -> (N, H*W)``: L2-normalised channel mean of ``feat ** p``."""
-        return F.normalize(feat.pow(self.p).mean(1).reshape(feat.size(0), -1))
+        return F.normalize(_ChannelMeanPow.apply(feat, self.p).reshape(feat.size(0), -1))
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         """Compute the attention-transfer loss.

@@ -93,8 +93,11 @@ class CWDLoss(nn.Module):
             preds_T = preds_T.float()
 
         N, C, H, W = preds_T.shape
-        logits_T = preds_T.reshape(N * C, H * W) / self.tau
-        logits_S = preds_S.reshape(N * C, H * W) / self.tau
+        logits_T = preds_T.reshape(N * C, H * W)
+        logits_S = preds_S.reshape(N * C, H * W)
+        if self.tau != 1:  # x / 1 == x: skip a pass (and its backward) at the usual tau = 1
+            logits_T = logits_T / self.tau
+            logits_S = logits_S / self.tau
         log_p_T = F.log_softmax(logits_T, dim=1)
         log_p_S = F.log_softmax(logits_S, dim=1)
         loss = (log_p_T.exp() * (log_p_T - log_p_S)).sum() * (self.tau**2)

@@ -185,9 +185,12 @@ class _FGDFunction(torch.autograd.Function):
 
         dS = 2 d (g_Q2 + g_Q1 P) + sign(S) (g_Ac + g_As) + g_D + w_s g_ls + g_ctx p_s
 
-    (plus one pass over ``S`` and ``T`` for the softmax-weight gradients of the contexts). The
-    GcBlock parameters get their gradients from the same small graph, the ``conv_mask`` weights
-    from the blocked pass. Not twice differentiable.
+    (plus a pass over ``S`` and ``T`` before it for the gradients of the contexts' softmax
+    weights, and one after it for the ``conv_mask`` weights); the channel-add parameters get
+    theirs from the small graph. ``rela`` is exact in its gradient; its value, summed from the
+    expansion above, loses digits only when ``a`` nearly cancels ``d`` in every channel. On CUDA
+    each pass is one set of whole-tensor ops. ``params`` are the module's parameters that the
+    backward returns gradients for (see ``FGDLoss._params``). Not twice differentiable.
     """
 
     @staticmethod

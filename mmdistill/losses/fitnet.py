@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mmdistill.registry import DISTILL_LOSSES
 
@@ -115,4 +116,4 @@ class FitNetLoss(nn.Module):
             f_s = f_s.float()
         if preds_T.dtype in _LOW_PRECISION:
             preds_T = preds_T.float()
-        return self.loss_weight * (f_s - preds_T).pow(2).mean()
+        return self.loss_weight * F.mse_loss(f_s, preds_T)

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import mmdistill.losses.fgd as fgd_module
 from mmdistill.losses.fgd import FGDLoss, fgd_masks
 from mmdistill.registry import DISTILL_LOSSES
 
@@ -263,6 +264,57 @@ def test_gradients():
     assert preds_t.grad is None
     for name, p in loss.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# The loss has a hand-written backward: every gradient (student features, align conv, both
+# GcBlocks) against autograd through the reference, in one block, in many blocks of one channel
+# and in blocks of several images (the CPU passes go block by block).
+@pytest.mark.parametrize('block', [None, 7, 1500], ids=['one_block', 'channel_blocks',
+                                                       'image_blocks'])
+@pytest.mark.parametrize('channels', [(8, 8), (6, 8)], ids=['same_channels', 'align'])
+def test_gradients_match_reference(channels, block, monkeypatch):
+    if block is not None:
+        monkeypatch.setattr(fgd_module, '_CPU_BLOCK_PER_THREAD', block)
+    img_shape, (h, w) = (96, 160), (12, 20)
+    boxes = [_random_boxes(k, *img_shape) for k in (5, 0, 12, 1, 3)]
+    cs, ct = channels
+    ours, ref = _pair(cs, ct, temp=0.8, alpha_fgd=1.0, beta_fgd=0.7, gamma_fgd=0.5,
+                      lambda_fgd=0.3)
+    preds_t = torch.randn(5, ct, h, w, dtype=torch.float64) * 1.5 + 0.3
+    preds_s = torch.randn(5, cs, h, w, dtype=torch.float64)
+    preds_s[0, :2, :3] = 0  # abs'(0) = 0 in both
+    grads = []
+    for loss in (ours, ref):
+        s = preds_s.clone().requires_grad_()
+        (1.7 * loss(s, preds_t, boxes, img_shape)).backward()
+        grads.append({'preds_S': s.grad, **{k: p.grad for k, p in loss.named_parameters()}})
+    assert grads[0].keys() == grads[1].keys()
+    for name, expected in grads[1].items():
+        got = grads[0][name]
+        assert got is not None and got.shape == expected.shape, name
+        if name in ('conv_mask_s.bias', 'conv_mask_t.bias'):
+            # a constant shift of the softmax logits: the true gradient is 0
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-12, msg=name)
+        else:
+            assert expected.abs().max() > 0, name
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9 * expected.abs().max(),
+                                       msg=name)
+
+
+def test_frozen_parameters_and_no_grad():
+    img_shape, (h, w), boxes = CASES['overlap_border_empty']
+    boxes = [b.double() for b in boxes]
+    ours, ref = _pair(6, 8)
+    preds_s = torch.randn(3, 6, h, w, dtype=torch.float64)
+    preds_t = torch.randn(3, 8, h, w, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(preds_s, preds_t, boxes, img_shape),
+                                   ref(preds_s, preds_t, boxes, img_shape), rtol=1e-6, atol=0)
+    ours.channel_add_conv_t.requires_grad_(False)
+    ours.conv_mask_s.weight.requires_grad_(False)
+    ours(preds_s, preds_t, boxes, img_shape).backward()  # the student needs no gradient
+    for name, p in ours.named_parameters():
+        assert (p.grad is None) == (not p.requires_grad), name
 
 
 def test_official_init():
