@@ -108,25 +108,33 @@ def _config(model: dict, data_root: str, work_dir: str, iters: int, batch_size: 
                            metric='bbox'),
         test_evaluator=dict(type='CocoMetric',
                             ann_file=osp.join(data_root, 'annotations/val.json'), metric='bbox'),
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1),
-        val_cfg=dict(type='ValLoop'), test_cfg=dict(type='TestLoop'),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
                            clip_grad=dict(max_norm=35, norm_type=2)),
         param_scheduler=[
             dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=warmup),
             dict(type='CosineAnnealingLR', by_epoch=False, begin=warmup, end=iters,
                  T_max=iters - warmup, eta_min=1e-5)],
+        **iter_runtime(iters, name))
+
+
+def iter_runtime(iters: int, name: str, seed: int = 0) -> dict:
+    """The runtime part of a short iteration-based CPU run: loops, hooks (a progress line every
+    tenth of the run, one checkpoint at the end), env, quiet logging."""
+    interval = max(iters // 10, 1)
+    return dict(
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1),
+        val_cfg=dict(type='ValLoop'), test_cfg=dict(type='TestLoop'),
         default_hooks=dict(timer=dict(type='IterTimerHook'),
-                           logger=dict(type='LoggerHook', interval=max(iters // 10, 1)),
+                           logger=dict(type='LoggerHook', interval=interval),
                            param_scheduler=dict(type='ParamSchedulerHook'),
                            checkpoint=dict(type='CheckpointHook', by_epoch=False,
                                            interval=iters, max_keep_ckpts=1),
                            sampler_seed=dict(type='DistSamplerSeedHook')),
-        custom_hooks=[dict(type='DemoProgressHook', name=name, interval=max(iters // 10, 1))],
+        custom_hooks=[dict(type='DemoProgressHook', name=name, interval=interval)],
         env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
                      dist_cfg=dict(backend='gloo')),
         log_processor=dict(by_epoch=False), log_level='WARNING',
-        randomness=dict(seed=0), launcher='none')
+        randomness=dict(seed=seed), launcher='none')
 
 
 COCO_ZERO = {k: 0.0 for k in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')}
@@ -194,7 +202,7 @@ def run_demo(work_dir: str = 'work_dirs/demo', teacher_iters: int = 600,
 
 def format_table(rows: list[tuple[str, dict]], teacher_iters: int, student_iters: int) -> str:
     lines = ['', f'Synthetic shapes, COCO bbox metrics (teacher {teacher_iters} iters, '
-             f'students {student_iters} iters each)',
+             f'students {student_iters} iters each; FGD with its recipe\'s init_student)',
              f'| {"model":<14} | {"mAP":>6} | {"mAP50":>6} | {"mAP75":>6} |',
              f'|{"-" * 16}|{"-" * 8}|{"-" * 8}|{"-" * 8}|']
     for name, m in rows:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -17,7 +17,7 @@ import copy
 import os.path as osp
 import time
 
-from mmdistill.demo import train_and_test
+from mmdistill.demo import iter_runtime, train_and_test
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DATA_ROOT = osp.join(osp.dirname(ROOT), 'shared', 'data', 'camvid_mini')
@@ -73,7 +73,6 @@ def camvid_config(model: dict, data_root: str, work_dir: str, iters: int, batch_
                       dataset=dict(type='CamVidDataset', data_root=data_root, ann_file='val.txt',
                                    pipeline=test_pipeline))
     evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-    interval = max(iters // 10, 1)
     return dict(
         default_scope='mmseg',
         custom_imports=dict(imports=['mmdistill'], allow_failed_imports=False),
@@ -84,22 +83,10 @@ def camvid_config(model: dict, data_root: str, work_dir: str, iters: int, batch_
                                            ann_file='train.txt', pipeline=train_pipeline)),
         val_dataloader=val_loader, test_dataloader=val_loader,
         val_evaluator=evaluator, test_evaluator=evaluator,
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1),
-        val_cfg=dict(type='ValLoop'), test_cfg=dict(type='TestLoop'),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=lr, weight_decay=1e-4)),
         param_scheduler=[dict(type='PolyLR', eta_min=lr / 100, power=0.9, begin=0, end=iters,
                               by_epoch=False)],
-        default_hooks=dict(timer=dict(type='IterTimerHook'),
-                           logger=dict(type='LoggerHook', interval=interval),
-                           param_scheduler=dict(type='ParamSchedulerHook'),
-                           checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                                           interval=iters, max_keep_ckpts=1),
-                           sampler_seed=dict(type='DistSamplerSeedHook')),
-        custom_hooks=[dict(type='DemoProgressHook', name=name, interval=interval)],
-        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
-                     dist_cfg=dict(backend='gloo')),
-        log_processor=dict(by_epoch=False), log_level='WARNING',
-        randomness=dict(seed=seed), launcher='none')
+        **iter_runtime(iters, name, seed=seed))
 
 
 def format_table(rows: list[tuple[str, dict]]) -> str:

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from mmdistill.demo import train_and_test
+from mmdistill.demo import iter_runtime, train_and_test
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DATA_ROOT = osp.join(osp.dirname(ROOT), 'shared', 'data', 'cifar10')
@@ -65,7 +65,6 @@ def cifar_config(model: dict, data_root: str, work_dir: str, iters: int, batch_s
     test_loader = dict(batch_size=256, num_workers=0, persistent_workers=False,
                        sampler=dict(type='DefaultSampler', shuffle=False), dataset=test_set)
     evaluator = dict(type='Accuracy', topk=(1, ))
-    interval = max(iters // 10, 1)
     warmup = max(iters // 20, 1)
     return dict(
         default_scope='mmpretrain',
@@ -77,25 +76,13 @@ def cifar_config(model: dict, data_root: str, work_dir: str, iters: int, batch_s
                                            data_prefix='train', pipeline=train_pipeline)),
         val_dataloader=test_loader, test_dataloader=test_loader,
         val_evaluator=evaluator, test_evaluator=evaluator,
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1),
-        val_cfg=dict(type='ValLoop'), test_cfg=dict(type='TestLoop'),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=lr, momentum=0.9, weight_decay=5e-4,
                                           nesterov=True)),
         param_scheduler=[
             dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=warmup),
             dict(type='CosineAnnealingLR', by_epoch=False, begin=warmup, end=iters,
                  T_max=iters - warmup, eta_min=0.0)],
-        default_hooks=dict(timer=dict(type='IterTimerHook'),
-                           logger=dict(type='LoggerHook', interval=interval),
-                           param_scheduler=dict(type='ParamSchedulerHook'),
-                           checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                                           interval=iters, max_keep_ckpts=1),
-                           sampler_seed=dict(type='DistSamplerSeedHook')),
-        custom_hooks=[dict(type='DemoProgressHook', name=name, interval=interval)],
-        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
-                     dist_cfg=dict(backend='gloo')),
-        log_processor=dict(by_epoch=False), log_level='WARNING',
-        randomness=dict(seed=0), launcher='none')
+        **iter_runtime(iters, name, seed=0))
 
 
 def distill_variants(student_iters: int) -> dict[str, tuple[str, float, dict]]:
