@@ -12,9 +12,7 @@ one optimiser step: the build-time checks see the real taps, channels and class 
 import copy
 import functools
 import glob
-import inspect
 import os
-import re
 
 import pytest
 import torch
@@ -29,11 +27,11 @@ from mmpretrain.utils import register_all_modules  # noqa: E402
 
 import mmdistill  # noqa: E402,F401
 from mmdistill.recorder import Tap, find_module  # noqa: E402
-from mmdistill.registry import DISTILL_LOSSES  # noqa: E402
 from mmdistill.teacher import build_teacher, load_config, model_config  # noqa: E402
 from tests.utils import cls_batch  # noqa: E402
 
 from tests.conftest import use_scope  # noqa: E402
+from tests.test_configs.common import check_distill_config, loss_kwargs, plain, taps  # noqa: E402
 
 _scope = use_scope('mmpretrain')
 
@@ -145,23 +143,10 @@ def _load(name: str) -> Config:
     return copy.deepcopy(_parse(name))  # parsed once per config; each test gets its own copy
 
 
-def _plain(value):
-    """ConfigDicts/lists/tuples to plain dicts/lists, for comparison."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if k not in ('_scope_', 'init_cfg')}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _student_cfg(cfg: Config) -> ConfigDict:
     student = copy.deepcopy(cfg.model.student)
     student.backbone.init_cfg = None
     return student
-
-
-def _taps(entry) -> list:
-    return list(entry) if isinstance(entry, (list, tuple)) else [entry]
 
 
 def test_every_config_has_a_recipe():
@@ -172,36 +157,18 @@ def test_every_config_has_a_recipe():
 @pytest.mark.parametrize('name', NAMES)
 def test_config_loads_as_distill_classifier(name):
     cfg = _load(name)
-    assert cfg.custom_imports.imports == ['mmdistill']
-    assert cfg.custom_imports.allow_failed_imports is False
+    check_distill_config(cfg, name, 'DistillClassifier', MODELS)
     model = cfg.model
-    assert model.type == 'DistillClassifier'
-    assert MODELS.get(model.type) is not None
-    assert set(model.teacher) == {'config', 'checkpoint'}
     assert 'student' not in cfg  # the helper variable is deleted
     # the student keeps its base's normalisation (mmpretrain keeps it at the top level)
-    assert _plain(model.student.data_preprocessor) == _plain(cfg.data_preprocessor)
+    assert plain(model.student.data_preprocessor) == plain(cfg.data_preprocessor)
     assert model.student.data_preprocessor.mean and model.student.data_preprocessor.std
-    # the comment above the checkpoint path gives the model-zoo URL of the same file
-    ckpt = model.teacher.checkpoint
-    assert ckpt.startswith('checkpoints/') and ckpt.endswith('.pth')
-    text = open(os.path.join(ROOT, 'configs', name)).read()
-    urls = re.findall(r'https://download\.openmmlab\.com/\S+\.pth', text)
-    assert any(u.endswith('/' + os.path.basename(ckpt)) for u in urls), urls
 
 
 @pytest.mark.parametrize('name', NAMES)
 def test_losses_are_registered_and_buildable(name):
     for key, entry in _load(name).model.distill_losses.items():
-        loss_cls = DISTILL_LOSSES.get(entry.type)
-        assert loss_cls is not None, f'{key}: {entry.type} is not in DISTILL_LOSSES'
-        for side in ('student', 'teacher'):
-            for tap in _taps(entry[side]):
-                Tap.parse(tap, f'{key}.{side}')
-        kwargs = {k: v for k, v in entry.items()
-                  if k not in ('type', 'student', 'teacher', 'resize', 'classifier')}
-        if 'loss_weight' not in inspect.signature(loss_cls.__init__).parameters:
-            kwargs.pop('loss_weight', None)
+        loss_cls, kwargs = loss_kwargs(key, entry, options=('classifier', ))
         if entry.type == 'CRDLoss':
             kwargs.update(SMALL)
         loss_cls(**kwargs)
@@ -216,7 +183,7 @@ def test_teacher_config_resolves(name):
     assert teacher['head']['num_classes'] == cfg.model.student.head.num_classes \
         == recipe['classes']
     # teacher and student are trained on the same normalisation
-    assert _plain(full.data_preprocessor) == _plain(cfg.model.student.data_preprocessor)
+    assert plain(full.data_preprocessor) == plain(cfg.model.student.data_preprocessor)
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -230,7 +197,7 @@ def test_student_builds_and_taps_exist(name):
     student.eval()
     recorded = {}
     for key, entry in cfg.model.distill_losses.items():
-        for spec in _taps(entry.student):
+        for spec in taps(entry.student):
             tap = Tap.parse(spec)
             module = find_module(student, tap.path, key, 'student')
             module.register_forward_hook(
@@ -238,10 +205,10 @@ def test_student_builds_and_taps_exist(name):
     with torch.no_grad():
         student.head(student.neck(student.backbone(torch.zeros(1, 3, size, size))))
     for key, entry in cfg.model.distill_losses.items():
-        outs = [recorded[s] for s in _taps(entry.student)]
+        outs = [recorded[s] for s in taps(entry.student)]
         outs = [o[-1] if isinstance(o, tuple) else o for o in outs]
         if 'student_channels' in entry:
-            chans = _taps(entry.student_channels)
+            chans = taps(entry.student_channels)
             assert [o.shape[1] for o in outs] == chans, key
         if entry.type == 'SDDLoss':
             fc = find_module(student, entry.classifier, key, 'student')
@@ -254,8 +221,8 @@ def test_official_recipe(name):
     model = cfg.model
     assert model.teacher.config == recipe['teacher']
     assert os.path.basename(model.teacher.checkpoint) == recipe['ckpt']
-    assert _plain(model.distill_losses) == _plain(recipe['losses'])
-    assert _plain(model.student.head.loss) == _plain(recipe['ce'])
+    assert plain(model.distill_losses) == plain(recipe['losses'])
+    assert plain(model.student.head.loss) == plain(recipe['ce'])
     assert cfg.optim_wrapper.optimizer.type == 'SGD'
     assert cfg.optim_wrapper.optimizer.lr == recipe['lr']
     assert cfg.train_cfg.max_epochs == recipe['epochs']
@@ -265,7 +232,7 @@ def test_official_recipe(name):
     steps = [s for s in schedulers if s.type == 'MultiStepLR']
     assert len(steps) == 1 and steps[0].milestones == recipe['milestones']
     assert steps[0].get('begin', 0) == 0
-    assert _plain(cfg.get('custom_hooks', [])) == _plain(recipe.get('hooks', []))
+    assert plain(cfg.get('custom_hooks', [])) == plain(recipe.get('hooks', []))
 
 
 @pytest.fixture(scope='module')

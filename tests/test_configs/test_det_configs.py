@@ -9,9 +9,7 @@ checkpoints are not available offline).
 """
 import copy
 import glob
-import inspect
 import os
-import re
 
 import pytest
 import torch
@@ -25,11 +23,11 @@ from mmdet.utils import register_all_modules  # noqa: E402
 
 import mmdistill  # noqa: E402,F401
 from mmdistill.recorder import Tap, find_module  # noqa: E402
-from mmdistill.registry import DISTILL_LOSSES  # noqa: E402
 from mmdistill.teacher import load_config, model_config  # noqa: E402
 from tests.utils import det_batch  # noqa: E402
 
 from tests.conftest import use_scope  # noqa: E402
+from tests.test_configs.common import check_distill_config, loss_kwargs, plain  # noqa: E402
 
 _scope = use_scope('mmdet')
 
@@ -105,15 +103,6 @@ def _load(name: str) -> Config:
     return Config.fromfile(os.path.join(ROOT, 'configs', name))
 
 
-def _plain(value):
-    """ConfigDicts/lists to plain dicts/lists, for comparison."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if k not in ('_scope_', 'init_cfg')}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _student_cfg(cfg: Config) -> ConfigDict:
     student = copy.deepcopy(cfg.model.student)
     student.backbone.init_cfg = None  # no download of the pretrained backbone
@@ -128,37 +117,17 @@ def test_every_config_has_a_recipe():
 @pytest.mark.parametrize('name', NAMES)
 def test_config_loads_as_distill_detector(name):
     cfg = _load(name)
-    assert cfg.custom_imports.imports == ['mmdistill']
-    assert cfg.custom_imports.allow_failed_imports is False
-    model = cfg.model
-    assert model.type == 'DistillDetector'
-    assert MODELS.get(model.type) is not None
-    assert set(model.teacher) == {'config', 'checkpoint'}
+    check_distill_config(cfg, name, 'DistillDetector', MODELS)
     # the student comes from the mmdet base and keeps its pretrained backbone init
-    assert model.student.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
+    assert cfg.model.student.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
     assert cfg.train_dataloader.dataset.type == 'CocoDataset'
-    # the comment above the checkpoint path gives the model-zoo URL of the same file
-    ckpt = model.teacher.checkpoint
-    assert ckpt.startswith('checkpoints/') and ckpt.endswith('.pth')
-    text = open(os.path.join(ROOT, 'configs', name)).read()
-    urls = re.findall(r'https://download\.openmmlab\.com/\S+\.pth', text)
-    assert any(u.endswith('/' + os.path.basename(ckpt)) for u in urls), urls
 
 
 @pytest.mark.parametrize('name', NAMES)
 def test_losses_are_registered_and_buildable(name):
     for key, entry in _load(name).model.distill_losses.items():
-        loss_cls = DISTILL_LOSSES.get(entry.type)
-        assert loss_cls is not None, f'{key}: {entry.type} is not in DISTILL_LOSSES'
-        for side in ('student', 'teacher'):
-            taps = entry[side] if isinstance(entry[side], (list, tuple)) else [entry[side]]
-            for tap in taps:
-                Tap.parse(tap, f'{key}.{side}')
         # the hyperparameters are arguments of the loss (the wrapper passes them through)
-        kwargs = {k: v for k, v in entry.items()
-                  if k not in ('type', 'student', 'teacher', 'resize')}
-        if 'loss_weight' not in inspect.signature(loss_cls.__init__).parameters:
-            kwargs.pop('loss_weight', None)
+        loss_cls, kwargs = loss_kwargs(key, entry)
         for arg in getattr(loss_cls, 'channel_args', ()):
             kwargs.setdefault(arg, 256)
         loss_cls(**kwargs)
@@ -174,13 +143,13 @@ def test_teacher_config_resolves(name):
     assert teacher['neck']['out_channels'] == student.neck.out_channels == 256
     assert teacher['neck']['num_outs'] == student.neck.num_outs
     # both see the inputs normalised the same way
-    assert _plain(teacher['data_preprocessor'])['mean'] == student.data_preprocessor.mean
-    assert _plain(teacher['data_preprocessor'])['std'] == student.data_preprocessor.std
+    assert plain(teacher['data_preprocessor'])['mean'] == student.data_preprocessor.mean
+    assert plain(teacher['data_preprocessor'])['std'] == student.data_preprocessor.std
     if cfg.model.get('init_student', False):
         # inheriting copies the teacher's neck and heads: they must be the student's
         heads = [k for k in ('neck', 'bbox_head', 'rpn_head', 'roi_head') if k in student]
         for key in heads:
-            assert _plain(teacher[key]) == _plain(student[key]), key
+            assert plain(teacher[key]) == plain(student[key]), key
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -203,9 +172,9 @@ def test_official_recipe(name):
     model = cfg.model
     assert model.teacher.config == recipe['teacher']
     assert os.path.basename(model.teacher.checkpoint) == recipe['ckpt']
-    assert _plain(model.distill_losses) == _plain(recipe['losses'])
+    assert plain(model.distill_losses) == plain(recipe['losses'])
     assert model.get('init_student', False) is recipe['init_student']
-    assert _plain(cfg.optim_wrapper.get('clip_grad')) == recipe['clip']
+    assert plain(cfg.optim_wrapper.get('clip_grad')) == recipe['clip']
     assert cfg.optim_wrapper.optimizer.lr == recipe['lr']
     assert cfg.train_cfg.max_epochs == recipe['epochs']
 

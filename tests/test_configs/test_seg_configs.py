@@ -10,9 +10,7 @@ real models (about 3 s per config on a CPU).
 """
 import copy
 import glob
-import inspect
 import os
-import re
 
 import pytest
 import torch
@@ -25,10 +23,10 @@ from mmseg.utils import register_all_modules  # noqa: E402
 
 import mmdistill  # noqa: E402,F401
 from mmdistill.recorder import Tap, find_module  # noqa: E402
-from mmdistill.registry import DISTILL_LOSSES  # noqa: E402
 from mmdistill.teacher import load_config, model_config  # noqa: E402
 
 from tests.conftest import use_scope  # noqa: E402
+from tests.test_configs.common import check_distill_config, loss_kwargs, plain, taps  # noqa: E402
 
 _scope = use_scope('mmseg')
 
@@ -75,24 +73,11 @@ def _load(name: str) -> Config:
     return Config.fromfile(os.path.join(ROOT, 'configs', name))
 
 
-def _plain(value):
-    """ConfigDicts/lists to plain dicts/lists, for comparison."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if k not in ('_scope_', 'init_cfg')}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _no_download(model: ConfigDict) -> ConfigDict:
     model = copy.deepcopy(model)
     model.pretrained = None  # no download of the ImageNet backbone
     model.backbone.init_cfg = None
     return model
-
-
-def _taps(spec) -> list:
-    return list(spec) if isinstance(spec, (list, tuple)) else [spec]
 
 
 def test_every_config_has_a_recipe():
@@ -103,12 +88,8 @@ def test_every_config_has_a_recipe():
 @pytest.mark.parametrize('name', NAMES)
 def test_config_loads_as_distill_segmentor(name):
     cfg = _load(name)
-    assert cfg.custom_imports.imports == ['mmdistill']
-    assert cfg.custom_imports.allow_failed_imports is False
+    check_distill_config(cfg, name, 'DistillSegmentor', MODELS)
     model = cfg.model
-    assert model.type == 'DistillSegmentor'
-    assert MODELS.get(model.type) is not None
-    assert set(model.teacher) == {'config', 'checkpoint'}
     # the student comes from the mmseg base: ImageNet ResNet-18 V1c, SyncBN, 19 classes
     assert model.student.type == 'EncoderDecoder'
     assert model.student.pretrained == 'open-mmlab://resnet18_v1c'
@@ -116,26 +97,12 @@ def test_config_loads_as_distill_segmentor(name):
     assert model.student.backbone.norm_cfg.type == 'SyncBN'
     assert model.student.decode_head.num_classes == 19
     assert cfg.train_dataloader.dataset.type == 'CityscapesDataset'
-    # the comment above the checkpoint path gives the model-zoo URL of the same file
-    ckpt = model.teacher.checkpoint
-    assert ckpt.startswith('checkpoints/') and ckpt.endswith('.pth')
-    text = open(os.path.join(ROOT, 'configs', name)).read()
-    urls = re.findall(r'https://download\.openmmlab\.com/\S+\.pth', text)
-    assert any(u.endswith('/' + os.path.basename(ckpt)) for u in urls), urls
 
 
 @pytest.mark.parametrize('name', NAMES)
 def test_losses_are_registered_and_buildable(name):
     for key, entry in _load(name).model.distill_losses.items():
-        loss_cls = DISTILL_LOSSES.get(entry.type)
-        assert loss_cls is not None, f'{key}: {entry.type} is not in DISTILL_LOSSES'
-        for side in ('student', 'teacher'):
-            for tap in _taps(entry[side]):
-                Tap.parse(tap, f'{key}.{side}')
-        kwargs = {k: v for k, v in entry.items()
-                  if k not in ('type', 'student', 'teacher', 'resize')}
-        if 'loss_weight' not in inspect.signature(loss_cls.__init__).parameters:
-            kwargs.pop('loss_weight', None)
+        loss_cls, kwargs = loss_kwargs(key, entry)
         loss_cls(**kwargs)
 
 
@@ -145,7 +112,7 @@ def test_official_recipe(name):
     model = cfg.model
     assert model.teacher.config == recipe['teacher']
     assert os.path.basename(model.teacher.checkpoint) == recipe['ckpt']
-    assert _plain(model.distill_losses) == _plain(recipe['losses'])
+    assert plain(model.distill_losses) == plain(recipe['losses'])
     assert not model.get('init_student', False)
     assert cfg.optim_wrapper.get('clip_grad') is None
     assert cfg.optim_wrapper.optimizer.type == 'SGD'
@@ -173,8 +140,8 @@ def test_teacher_config_resolves(name):
     assert tuple(teacher['backbone']['strides']) == tuple(student.backbone.strides)
     assert tuple(teacher['backbone']['dilations']) == tuple(student.backbone.dilations)
     # both see the inputs normalised the same way
-    assert _plain(teacher['data_preprocessor'])['mean'] == student.data_preprocessor.mean
-    assert _plain(teacher['data_preprocessor'])['std'] == student.data_preprocessor.std
+    assert plain(teacher['data_preprocessor'])['mean'] == student.data_preprocessor.mean
+    assert plain(teacher['data_preprocessor'])['std'] == student.data_preprocessor.std
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -184,7 +151,7 @@ def test_student_builds_and_taps_exist(name):
     assert type(student).__name__ == 'EncoderDecoder'
     assert type(student.decode_head).__name__ == RECIPES[name]['head']
     for key, entry in cfg.model.distill_losses.items():
-        for spec in _taps(entry.student):
+        for spec in taps(entry.student):
             tap = Tap.parse(spec)
             find_module(student, tap.path, key, 'student')
             if tap.path == 'backbone' and tap.index is not None:
@@ -203,7 +170,7 @@ def r101_teacher_ckpt(tmp_path_factory):
     """A PSPNet R101-d8 Cityscapes teacher with random weights (both teacher configs of the
     recipes build this same architecture)."""
     cfg = model_config(load_config(PSP_R101_80K, 'teacher'))
-    assert _plain(cfg) == _plain(model_config(load_config(PSP_R101_40K, 'teacher')))
+    assert plain(cfg) == plain(model_config(load_config(PSP_R101_40K, 'teacher')))
     torch.manual_seed(0)
     teacher = MODELS.build(_no_download(ConfigDict(cfg)))
     path = str(tmp_path_factory.mktemp('seg_configs') / 'pspnet_r101.pth')

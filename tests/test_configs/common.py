@@ -1,0 +1,54 @@
+"""Checks shared by the config tests of the three wrappers."""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+
+from mmengine.config import Config
+
+from mmdistill.recorder import Tap
+from mmdistill.registry import DISTILL_LOSSES
+from tests.conftest import ROOT
+
+
+def plain(value):
+    """ConfigDicts/lists to plain dicts/lists, for comparison."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items() if k not in ('_scope_', 'init_cfg')}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def taps(spec) -> list:
+    return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+
+
+def check_distill_config(cfg: Config, name: str, wrapper: str, models) -> None:
+    """custom_imports, the wrapper type (registered in ``models``), the teacher keys, and the
+    model-zoo URL in the comment above the teacher checkpoint path (the same file)."""
+    assert cfg.custom_imports.imports == ['mmdistill']
+    assert cfg.custom_imports.allow_failed_imports is False
+    assert cfg.model.type == wrapper
+    assert models.get(wrapper) is not None
+    assert set(cfg.model.teacher) == {'config', 'checkpoint'}
+    ckpt = cfg.model.teacher.checkpoint
+    assert ckpt.startswith('checkpoints/') and ckpt.endswith('.pth')
+    with open(os.path.join(ROOT, 'configs', name)) as f:
+        urls = re.findall(r'https://download\.openmmlab\.com/\S+\.pth', f.read())
+    assert any(u.endswith('/' + os.path.basename(ckpt)) for u in urls), urls
+
+
+def loss_kwargs(key: str, entry: dict, options: tuple[str, ...] = ()) -> tuple[type, dict]:
+    """The registered loss class of an entry (taps parsed) and the arguments it is built with."""
+    loss_cls = DISTILL_LOSSES.get(entry.type)
+    assert loss_cls is not None, f'{key}: {entry.type} is not in DISTILL_LOSSES'
+    for side in ('student', 'teacher'):
+        for tap in taps(entry[side]):
+            Tap.parse(tap, f'{key}.{side}')
+    kwargs = {k: v for k, v in entry.items()
+              if k not in ('type', 'student', 'teacher', 'resize', *options)}
+    if 'loss_weight' not in inspect.signature(loss_cls.__init__).parameters:
+        kwargs.pop('loss_weight', None)
+    return loss_cls, kwargs
