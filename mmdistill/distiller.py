@@ -239,8 +239,7 @@ class BaseDistiller(BaseModel):
     def _build_entry_modules(self, entry: LossEntry) -> None:
         key = entry.key
         self._check_extra_inputs(entry)
-        feats_s = [f for t in entry.student_taps for f in self._student_rec.get(t, key + '.student')]
-        feats_t = [f for t in entry.teacher_taps for f in self._teacher_rec.get(t, key + '.teacher')]
+        feats_s, feats_t = self._entry_feats(entry)
         loss_cls = entry.loss_cls
         if entry.all_levels:
             self.distill_losses[entry.name] = nn.ModuleList(
@@ -251,13 +250,13 @@ class BaseDistiller(BaseModel):
             raise ValueError(f'{key}: the student taps give {len(feats_s)} tensors and the '
                              f'teacher taps {len(feats_t)}; they must pair one to one')
         channel_args = getattr(loss_cls, 'channel_args', None)
+        logit_taps = [str(t) for t in entry.student_taps + entry.teacher_taps
+                      if t.path.split('.')[-1] in self.logit_layers]
         modules = []
         for level, (fs, ft) in enumerate(zip(feats_s, feats_t)):
             where = f'{key} (level {level})' if len(feats_s) > 1 else key
             cfg = {k: v for k, v in entry.cfg.items() if k != 'type'}
             cs, ct = fs.shape[1] if fs.dim() > 1 else None, ft.shape[1] if ft.dim() > 1 else None
-            logit_taps = [str(t) for t in entry.student_taps + entry.teacher_taps
-                          if t.path.split('.')[-1] in self.logit_layers]
             if logit_taps and cs != ct:
                 raise ValueError(
                     f'{where}: the logit taps {logit_taps} give {cs} classes (student) and {ct} '
@@ -289,6 +288,13 @@ class BaseDistiller(BaseModel):
         entry.extra_inputs = tuple(getattr(modules[0], 'extra_inputs', entry.extra_inputs))
         self._check_extra_inputs(entry)
         self._check_entry(entry, modules, feats_s, feats_t)
+
+    def _entry_feats(self, entry: LossEntry) -> tuple[list, list]:
+        """This step's student and teacher tensors of an entry, one per level."""
+        return ([f for t in entry.student_taps
+                 for f in self._student_rec.get(t, entry.key + '.student')],
+                [f for t in entry.teacher_taps
+                 for f in self._teacher_rec.get(t, entry.key + '.teacher')])
 
     @staticmethod
     def _make_loss(entry: LossEntry, cfg: dict, where: str) -> nn.Module:
@@ -327,10 +333,7 @@ class BaseDistiller(BaseModel):
         extras: dict[str, Any] = {}
         losses = {}
         for entry in self._entries:
-            feats_s = [f for t in entry.student_taps
-                       for f in self._student_rec.get(t, entry.key + '.student')]
-            feats_t = [f for t in entry.teacher_taps
-                       for f in self._teacher_rec.get(t, entry.key + '.teacher')]
+            feats_s, feats_t = self._entry_feats(entry)
             kwargs = {}
             for name in entry.extra_inputs:
                 if name not in extras:

@@ -79,8 +79,4 @@ def _fill_dataset_sizes(cfg: Config) -> None:
             entry[arg] = n
 
 
-def is_distill_config(cfg: Config) -> bool:
-    return cfg.get('model', {}).get('type') in DISTILL_TYPES
-
-
-__all__ = ['DistillRunner', 'prepare_config', 'is_distill_config']
+__all__ = ['DistillRunner', 'prepare_config']

@@ -69,6 +69,7 @@ class DistillClassifier(BaseDistiller):
         if not self._local(modules[0]):
             return
         fc_s, fc_t = self._classifiers(entry)
+        entry.options['classifier_layers'] = (fc_s, fc_t)  # resolved once, used every step
         for fs, ft in zip(feats_s, feats_t):
             for feat, fc, owner in ((fs, fc_s, 'student'), (ft, fc_t, 'teacher')):
                 if feat.dim() != 4 or feat.shape[1] != fc.in_features:
@@ -83,7 +84,7 @@ class DistillClassifier(BaseDistiller):
     def _prepare(self, entry: LossEntry, module: nn.Module, fs: Any, ft: Any) -> tuple:
         if not self._local(module):
             return super()._prepare(entry, module, fs, ft)
-        fc_s, fc_t = self._classifiers(entry)
+        fc_s, fc_t = entry.options['classifier_layers']
         local_s = fc_s(multi_scale_pool(fs, module.scales).transpose(1, 2)).transpose(1, 2)
         with torch.no_grad():
             local_t = fc_t(multi_scale_pool(ft, module.scales).transpose(1, 2)).transpose(1, 2)
