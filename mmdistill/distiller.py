@@ -20,8 +20,10 @@ from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope, Registry
 from torch import nn
 
+from .analysis import loss_balance
 from .recorder import FeatureRecorder, Tap
 from .registry import DISTILL_LOSSES
+from .schedule import WeightSchedule
 from .teacher import build_teacher
 
 _RESIZE_MODES = (None, 'teacher_to_student', 'student_to_teacher')
@@ -42,6 +44,11 @@ class LossEntry:
     extra_inputs: tuple[str, ...] = ()
     cfg: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    schedule: WeightSchedule | None = None
+
+    def factor(self) -> float:
+        """This step's multiplier of the entry's weight (its ``weight_schedule``)."""
+        return 1.0 if self.schedule is None else self.schedule.current()
 
     @property
     def all_levels(self) -> bool:
@@ -60,9 +67,10 @@ class BaseDistiller(BaseModel):
         student: config of the student model (any model of the wrapper's library).
         teacher: ``dict(config=<path | 'pkg::path' | dict>, checkpoint=<path>)``.
         distill_losses: ``{name: dict(type=..., student=tap(s), teacher=tap(s),
-            loss_weight=1.0, resize=None, **hyperparameters)}``; logged as ``loss_<name>``.
-            A tap that yields several tensors (``'neck'``: all FPN levels) or a list of taps gives
-            one loss module per level, summed.
+            loss_weight=1.0, resize=None, weight_schedule=None, **hyperparameters)}``; logged
+            as ``loss_<name>``. A tap that yields several tensors (``'neck'``: all FPN levels)
+            or a list of taps gives one loss module per level, summed. ``weight_schedule``: see
+            :class:`~mmdistill.schedule.WeightSchedule`.
         init_student: copy the teacher's parameters under ``init_student_prefixes`` into the
             student where names and shapes match (FGD/MGD inheriting strategy).
         teacher_autocast: None (full precision), 'fp16' or 'bf16' for the teacher's forward.
@@ -114,6 +122,10 @@ class BaseDistiller(BaseModel):
         self.skip_teacher = skip_teacher
         self.init_student = init_student
         self._entries: list[LossEntry] = []
+        #: set by :class:`~mmdistill.hooks.DistillBalanceHook`: 'ratios' or 'grads' for the
+        #: next step, whose statistics land in ``balance_stats``.
+        self.balance_request: str | None = None
+        self.balance_stats: dict[str, float] | None = None
         self.distill_losses = nn.ModuleDict()
         object.__setattr__(self, 'teacher', None)
         object.__setattr__(self, 'teacher_checkpoint', None)
@@ -164,6 +176,9 @@ class BaseDistiller(BaseModel):
             resize = cfg.pop('resize', None)
             if resize not in _RESIZE_MODES:
                 raise ValueError(f'{key}.resize must be one of {_RESIZE_MODES}, got {resize!r}')
+            schedule = cfg.pop('weight_schedule', None)
+            if schedule is not None:
+                schedule = WeightSchedule.build(schedule, f'{key}.weight_schedule')
             options = {k: cfg.pop(k) for k in self.entry_options if k in cfg}
             params = inspect.signature(loss_cls.__init__).parameters
             weight = 1.0
@@ -171,7 +186,7 @@ class BaseDistiller(BaseModel):
                 weight = float(cfg.pop('loss_weight', 1.0))
             self._entries.append(LossEntry(
                 name, key, student_taps, teacher_taps, weight, resize, loss_cls,
-                tuple(getattr(loss_cls, 'extra_inputs', ())), cfg, options))
+                tuple(getattr(loss_cls, 'extra_inputs', ())), cfg, options, schedule))
 
     def _check_extra_inputs(self, entry: LossEntry) -> None:
         missing = [x for x in entry.extra_inputs if x not in self.provided_inputs]
@@ -328,11 +343,20 @@ class BaseDistiller(BaseModel):
             self._run_model(self.teacher, self._teacher_scope, self._teacher_inputs(inputs),
                             data_samples)
 
-    def compute_distill_losses(self, data_samples: list | None) -> dict[str, torch.Tensor]:
-        """Weighted distillation losses from this step's records, ``{'loss_<name>': value}``."""
+    def compute_distill_losses(self, data_samples: list | None,
+                               factors: list[float] | None = None) -> dict[str, torch.Tensor]:
+        """Weighted distillation losses from this step's records, ``{'loss_<name>': value}``.
+
+        ``factors`` (one per entry, default 1) multiply the weights; an entry at 0 is not
+        computed (its learnable parts get zero gradients, so DDP sees every parameter used).
+        """
         extras: dict[str, Any] = {}
         losses = {}
-        for entry in self._entries:
+        for entry, factor in zip(self._entries, factors or [1.0] * len(self._entries)):
+            if factor == 0:
+                losses[f'loss_{entry.name}'] = _zero_loss(self.distill_losses[entry.name],
+                                                          self.student)
+                continue
             feats_s, feats_t = self._entry_feats(entry)
             kwargs = {}
             for name in entry.extra_inputs:
@@ -348,20 +372,26 @@ class BaseDistiller(BaseModel):
                 fs, ft = self._prepare(entry, module, fs, ft)
                 ft = ft.detach() if isinstance(ft, torch.Tensor) else [f.detach() for f in ft]
                 total = total + module(fs, ft, **kwargs)
-            losses[f'loss_{entry.name}'] = total * entry.weight
+            losses[f'loss_{entry.name}'] = total * (entry.weight * factor)
         return losses
 
     def loss(self, inputs: torch.Tensor, data_samples: list | None = None) -> dict:
         """The student's losses plus ``loss_<name>`` for every distillation entry."""
         if self.skip_teacher:
             return self.student.loss(inputs, data_samples)
+        factors = [entry.factor() for entry in self._entries]
         with self._student_rec.recording(), self._teacher_rec.recording():
-            self._run_teacher(inputs, data_samples)
+            if any(factors):  # every entry stopped (or none): the teacher need not run
+                self._run_teacher(inputs, data_samples)
             losses = self.student.loss(inputs, data_samples)
-            distill = self.compute_distill_losses(data_samples)
+            distill = self.compute_distill_losses(data_samples, factors)
         clash = set(losses) & set(distill)
         if clash:
             raise KeyError(f'distillation loss names {sorted(clash)} clash with the student\'s')
+        if self.balance_request is not None:
+            self.balance_stats = loss_balance(losses, distill, self.student.parameters(),
+                                              grads=self.balance_request == 'grads')
+            self.balance_request = None
         losses.update(distill)
         return losses
 
@@ -428,6 +458,15 @@ class BaseDistiller(BaseModel):
                   f'into the student; {len(skipped)} did not match in name or shape'
                   + (f' (e.g. {skipped[:5]})' if skipped else ''), logger='current')
         return copied
+
+
+def _zero_loss(modules: nn.Module, student: nn.Module) -> torch.Tensor:
+    """A zero loss that still touches every trainable parameter of ``modules``."""
+    zero = torch.zeros((), device=next(student.parameters()).device)
+    for p in modules.parameters():
+        if p.requires_grad:
+            zero = zero + p.sum() * 0.
+    return zero
 
 
 def _resize(fs: torch.Tensor, ft: torch.Tensor, mode: str | None) -> tuple:

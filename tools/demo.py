@@ -1,6 +1,7 @@
-"""The mmdistill demo: FGD on a synthetic shapes set (no download; a few minutes on 2 CPUs).
+"""The mmdistill demo: FGD and PKD on a synthetic shapes set (no download; minutes on 2 CPUs).
 
     python tools/demo.py [--work-dir work_dirs/demo] [--teacher-iters 600] [--student-iters 300]
+        [--seeds 0]
 """
 import argparse
 
@@ -12,10 +13,9 @@ def main() -> None:
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--teacher-iters', type=int, default=600)
     parser.add_argument('--student-iters', type=int, default=300)
-    parser.add_argument('--n-train', type=int, default=400)
-    parser.add_argument('--n-val', type=int, default=100)
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0])
     args = parser.parse_args()
-    run_demo(args.work_dir, args.teacher_iters, args.student_iters, args.n_train, args.n_val)
+    run_demo(args.work_dir, args.teacher_iters, args.student_iters, tuple(args.seeds))
 
 
 if __name__ == '__main__':

@@ -10,7 +10,9 @@ from .fitnet import FitNetLoss
 from .kd import KDLoss
 from .mgd import MGDLoss
 from .ofa import OFALoss
+from .pkd import PKDLoss
 from .sdd import SDDLoss
 
 __all__ = ['ATLoss', 'CCDLoss', 'CRDLoss', 'CTKDLoss', 'CWDLoss', 'DKDLoss', 'FGDLoss',
-           'FitNetLoss', 'KDLoss', 'MGDLoss', 'OFALoss', 'SDDLoss']
+           'FitNetLoss', 'KDLoss', 'MGDLoss', 'OFALoss', 'PKDLoss',
+           'SDDLoss']

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from mmdistill.losses.kd import Temperature, as_temperature, upcast
 from mmdistill.registry import DISTILL_LOSSES
+from mmdistill.schedule import hub_progress
 
 
 def hard_labels(gt_labels: torch.Tensor) -> torch.Tensor:
@@ -82,16 +83,6 @@ def dkd_loss(logits_S: torch.Tensor,
     q_T = F.softmax(logits_T / T - 1000.0 * gt_mask, dim=1)
     nckd = F.kl_div(log_q_S, q_T, reduction='sum') * T**2 / n
     return alpha * tckd + beta * nckd
-
-
-def hub_progress(warmup_by: str) -> int | None:
-    """1-based epoch (``warmup_by='epoch'``) or iteration (``'iter'``) of the current
-    mmengine run, read from ``MessageHub.get_current_instance()``; None without that info."""
-    from mmengine.logging import MessageHub
-    value = MessageHub.get_current_instance().get_info(warmup_by)
-    if value is None:
-        return None
-    return int(value) + 1
 
 
 def warmup_factor(warmup: float, warmup_by: str = 'epoch',

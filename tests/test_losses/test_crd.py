@@ -237,10 +237,13 @@ def test_z_fixed_after_first_call():
     ours(f_s, f_t, indices=idx, contrast_idx=cidx)
     torch.testing.assert_close(ours.Z_v1, z1)
     torch.testing.assert_close(ours.Z_v2, z2)
+    # later calls keep the first call's values bit for bit (the test's own z1/z2 above may
+    # differ from them in the last bit: another reduction order)
+    first_v1, first_v2 = ours.Z_v1.clone(), ours.Z_v2.clone()
     for step in (1, 2):
         ours(*_batch(step)[:2], indices=_batch(step)[2], contrast_idx=_batch(step)[3])
-        torch.testing.assert_close(ours.Z_v1, z1, rtol=0, atol=0)
-        torch.testing.assert_close(ours.Z_v2, z2, rtol=0, atol=0)
+        torch.testing.assert_close(ours.Z_v1, first_v1, rtol=0, atol=0)
+        torch.testing.assert_close(ours.Z_v2, first_v2, rtol=0, atol=0)
 
 
 def test_resume_from_state_dict_is_exact():

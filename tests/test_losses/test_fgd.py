@@ -363,3 +363,28 @@ def test_interface():
     assert defaults['lambda_fgd'] == 0.000005
     built = DISTILL_LOSSES.build(dict(type='FGDLoss', student_channels=16, teacher_channels=32))
     assert isinstance(built, FGDLoss) and built.align.weight.shape == (32, 16, 1, 1)
+
+
+def test_pixel_normalisation_is_the_loss_of_standardised_maps():
+    """normalize='pixel': the official loss of maps whose every location is standardised over
+    its channels (an affine-free LayerNorm over C, written here with F.layer_norm)."""
+    img_shape, (h, w), boxes = CASES['overlap_border_empty']
+    boxes = [b.double() for b in boxes]
+    ours, ref = _pair(8, 8)
+    ours_norm = FGDLoss(8, 8, normalize='pixel').double()
+    ours_norm.load_state_dict(ours.state_dict())
+
+    def layer_norm_c(x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1], ), eps=1e-5).permute(0, 3, 1, 2)
+
+    preds_s = torch.randn(3, 8, h, w, dtype=torch.float64) * 5 + 2
+    preds_t = torch.randn(3, 8, h, w, dtype=torch.float64) * 0.2 - 1
+    expected = ref(layer_norm_c(preds_s), layer_norm_c(preds_t), boxes, img_shape)
+    got = ours_norm(preds_s, preds_t, boxes, img_shape)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+    # scale-free: scaling the student's map changes nothing
+    torch.testing.assert_close(ours_norm(preds_s * 7, preds_t, boxes, img_shape), got,
+                               rtol=1e-5, atol=0)
+    assert not torch.isclose(ours(preds_s, preds_t, boxes, img_shape), got)
+    with pytest.raises(ValueError, match='normalize'):
+        FGDLoss(8, 8, normalize='channel')

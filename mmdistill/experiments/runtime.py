@@ -1,0 +1,140 @@
+"""What every experiment shares: an iteration-based CPU runtime, train-then-test, seeded inits."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import logging
+import os
+import os.path as osp
+import time
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class ProgressHook(Hook):
+    """Print one short progress line every ``interval`` training iterations."""
+
+    def __init__(self, name: str, interval: int = 50) -> None:
+        self.name, self.interval = name, interval
+        self._start = time.time()
+
+    def before_train(self, runner) -> None:
+        self._start = time.time()
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        it = runner.iter + 1
+        if it % self.interval == 0 or it == runner.max_iters:
+            parts = ' '.join(f'{k} {float(v.detach()):.3f}' for k, v in (outputs or {}).items())
+            print(f'[run]   {self.name} iter {it}/{runner.max_iters}  {parts}  '
+                  f'({time.time() - self._start:.0f} s)', flush=True)
+
+
+@HOOKS.register_module()
+class ValCurveHook(Hook):
+    """Append every validation's metrics, with the iteration, to ``<work_dir>/val_curve.jsonl``."""
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        row = {k: float(v) for k, v in (metrics or {}).items()}
+        with open(osp.join(runner.work_dir, 'val_curve.jsonl'), 'a') as f:
+            f.write(json.dumps(dict(iter=runner.iter, **row)) + '\n')
+
+
+def iter_runtime(iters: int, name: str, seed: int = 0, val_interval: int | None = None,
+                 progress: bool = True, extra_hooks: list | None = None) -> dict:
+    """The runtime part of a short iteration-based CPU run: loops, hooks (a progress line every
+    tenth of the run, one checkpoint at the end), env, quiet logging.
+
+    ``val_interval`` validates during training (each result appended to ``val_curve.jsonl``).
+    """
+    interval = max(iters // 10, 1)
+    hooks = [dict(type='ProgressHook', name=name, interval=interval)] if progress else []
+    if val_interval:
+        hooks.append(dict(type='ValCurveHook'))
+    hooks += list(extra_hooks or [])
+    return dict(
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters,
+                       val_interval=val_interval or iters + 1),
+        val_cfg=dict(type='ValLoop'), test_cfg=dict(type='TestLoop'),
+        default_hooks=dict(timer=dict(type='IterTimerHook'),
+                           logger=dict(type='LoggerHook', interval=interval),
+                           param_scheduler=dict(type='ParamSchedulerHook'),
+                           checkpoint=dict(type='CheckpointHook', by_epoch=False,
+                                           interval=iters, max_keep_ckpts=1),
+                           sampler_seed=dict(type='DistSamplerSeedHook')),
+        custom_hooks=hooks,
+        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork'),
+                     dist_cfg=dict(backend='gloo')),
+        log_processor=dict(by_epoch=False), log_level='WARNING',
+        randomness=dict(seed=seed), launcher='none')
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence stdout (pycocotools' summaries) and mmengine's console logger."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def train_and_test(cfg: dict, name: str, metric: str = 'coco/bbox_mAP',
+                   defaults: dict | None = None, verbose: bool = True) -> dict:
+    """Train ``cfg`` with :class:`DistillRunner`, test it, save its weights only.
+
+    Returns the test metrics (``defaults`` first: an undertrained detector may detect nothing
+    above the score threshold, so its COCO metric returns nothing), ``seconds`` and ``ckpt``, the
+    path of ``{'state_dict': ...}`` written to ``<work_dir>/weights.pth`` (what a teacher is
+    loaded from). ``metric`` is the one printed.
+    """
+    from mmengine.config import Config
+
+    from ..engine import DistillRunner
+    start = time.time()
+    if verbose:
+        print(f'[run] training {name} for {cfg["train_cfg"]["max_iters"]} iterations ...',
+              flush=True)
+    runner = DistillRunner.from_cfg(Config(cfg))
+    runner.train()
+    with _quiet():
+        tested = runner.test()
+    metrics = dict({} if defaults is None else defaults, **tested)
+    seconds = time.time() - start
+    if verbose:
+        print(f'[run] {name}: {metric} {metrics.get(metric, float("nan")):.3f} ({seconds:.0f} s)',
+              flush=True)
+    ckpt = osp.join(cfg['work_dir'], 'weights.pth')  # weights only, as a teacher is loaded
+    torch.save({'state_dict': runner.model.state_dict()}, ckpt)
+    return dict(metrics, ckpt=ckpt, seconds=seconds)
+
+
+def save_init(model: dict, scope: str, path: str, seed: int = 0) -> str:
+    """Build ``model`` in ``scope`` ('mmdet', 'mmseg', 'mmpretrain'), initialise it with
+    ``torch.manual_seed(seed)`` and save ``{'state_dict': ...}`` to ``path``: the common start
+    of every run of a seed, so that paired runs differ only by their losses."""
+    from mmengine.registry import DefaultScope
+    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    torch.manual_seed(seed)
+    with DefaultScope.overwrite_default_scope(scope):
+        net = registry.build(model)
+    net.init_weights()
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    torch.save({'state_dict': net.state_dict()}, path)
+    return path
+
+
+def with_init(model: dict, ckpt: str | None) -> dict:
+    """``model`` that starts from the weights in ``ckpt`` (mmengine's ``Pretrained`` init)."""
+    if ckpt is None:
+        return dict(model)
+    return dict(model, init_cfg=dict(type='Pretrained', checkpoint=ckpt))

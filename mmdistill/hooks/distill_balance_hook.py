@@ -1,0 +1,59 @@
+"""Log how each distillation loss balances against the task loss, per step and per entry."""
+from __future__ import annotations
+
+import json
+import os.path as osp
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class DistillBalanceHook(Hook):
+    """Log ``ratio_<entry>`` (distillation loss / task loss) every ``interval`` iterations and
+    the gradient statistics of :func:`mmdistill.analysis.loss_balance` (``grad_norm_*``,
+    ``grad_share_*``, ``grad_cos_*``) every ``grad_interval`` iterations (they cost one extra
+    backward pass per loss).
+
+    The values go to mmengine's message hub as ``train/<key>`` scalars, so the logger prints them
+    and every visualizer backend (TensorBoard, W&B, ...) receives them; each measured step is also
+    a line of ``<work_dir>/<out_file>`` (json). Add it with
+    ``custom_hooks = [dict(type='DistillBalanceHook', interval=1, grad_interval=50)]``.
+    """
+
+    priority = 'NORMAL'  # before the LoggerHook (BELOW_NORMAL) logs this iteration
+
+    def __init__(self, interval: int = 1, grad_interval: int = 50,
+                 out_file: str | None = 'distill_balance.jsonl') -> None:
+        if interval < 1 or grad_interval < 0:
+            raise ValueError('DistillBalanceHook: interval must be >= 1 and grad_interval >= 0 '
+                             f'(0: no gradient statistics), got {interval}, {grad_interval}')
+        self.interval = interval
+        self.grad_interval = grad_interval
+        self.out_file = out_file
+
+    @staticmethod
+    def _distiller(runner):
+        from ..distiller import BaseDistiller
+        model = getattr(runner.model, 'module', runner.model)
+        return model if isinstance(model, BaseDistiller) else None
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        model = self._distiller(runner)
+        if model is None:
+            return
+        step = runner.iter + 1
+        grads = self.grad_interval > 0 and (step % self.grad_interval == 0 or step == 1)
+        if grads or step % self.interval == 0:
+            model.balance_request = 'grads' if grads else 'ratios'
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        model = self._distiller(runner)
+        if model is None or model.balance_stats is None:
+            return
+        stats, model.balance_stats = model.balance_stats, None
+        for key, value in stats.items():
+            runner.message_hub.update_scalar(f'train/{key}', value)
+        if self.out_file:
+            with open(osp.join(runner.work_dir, self.out_file), 'a') as f:
+                f.write(json.dumps(dict(iter=runner.iter + 1, **stats)) + '\n')

@@ -1,0 +1,81 @@
+"""The distillation study: each method against the right baseline, over seeds, on three tracks.
+
+    python3 tools/analysis/distill_study.py [--tracks det seg cls] [--seeds 0 1 2]
+        [--methods fgd pkd ...] [--work-dir work_dirs/study] [--reuse] [--quick]
+
+Tracks: ``det`` (RetinaNet on the synthetic shapes set, written on the fly), ``seg`` (PSPNet on
+``../shared/data/camvid_mini``), ``cls`` (CIFAR ResNet on ``../shared/data/cifar10``). Writes
+``study.json``, ``study.md`` and ``study.png`` to the work dir. ``--reuse`` keeps the teacher and
+every (method, seed) run already in the work dir, so tracks run in separate processes can be
+gathered by a last call with ``--reuse``. ``--quick`` is the CI smoke test (tiny sizes, a few
+iterations: its numbers mean nothing). See :mod:`mmdistill.experiments.study`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import shlex
+import sys
+import time
+
+import torch
+
+from mmdistill.experiments.report import plot_study, study_markdown
+from mmdistill.experiments.study import (classification_track, detection_track, run_track,
+                                         segmentation_track)
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DATA = osp.join(osp.dirname(ROOT), 'shared', 'data')
+
+
+def track_methods(methods: list[str] | None, track: str) -> list[str] | None:
+    """The keys of ``--methods`` that apply to ``track`` (``key`` or ``track:key``)."""
+    if methods is None:
+        return None
+    return [m.split(':', 1)[-1] for m in methods if ':' not in m or m.startswith(track + ':')]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--tracks', nargs='+', default=['det', 'seg', 'cls'],
+                        choices=['det', 'seg', 'cls'])
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--methods', nargs='+', default=None,
+                        help='method keys to run: "fgd" (every track that has it) or '
+                             '"det:fgd" (that track only); default all')
+    parser.add_argument('--work-dir', default='work_dirs/study')
+    parser.add_argument('--data-root', default=DATA)
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--reuse', action='store_true')
+    parser.add_argument('--quick', action='store_true')
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.time()
+    builders = dict(
+        det=lambda: detection_track(osp.join(args.work_dir, 'det'), args.quick),
+        seg=lambda: segmentation_track(osp.join(args.data_root, 'camvid_mini'), args.quick),
+        cls=lambda: classification_track(osp.join(args.data_root, 'cifar10'), args.quick))
+    tracks = [run_track(builders[name](), args.work_dir, args.seeds,
+                        track_methods(args.methods, name), args.reuse)
+              for name in args.tracks]
+    results = dict(tracks=tracks, seconds=time.time() - start, threads=torch.get_num_threads(),
+                   quick=args.quick)
+    command = 'python3 tools/analysis/distill_study.py ' + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    os.makedirs(args.work_dir, exist_ok=True)
+    with open(osp.join(args.work_dir, 'study.json'), 'w') as f:
+        json.dump(dict(results, command=command), f, indent=1)
+    markdown = study_markdown(results, command)
+    with open(osp.join(args.work_dir, 'study.md'), 'w') as f:
+        f.write(markdown)
+    plot_study(results, osp.join(args.work_dir, 'study.png'))
+    print(markdown)
+    print(f'wrote {args.work_dir}/study.json, study.md, study.png ({time.time() - start:.0f} s)')
+    return results
+
+
+if __name__ == '__main__':
+    main()
