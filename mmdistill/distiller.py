@@ -8,7 +8,6 @@ labels, ...), and dummy data samples for the build-time dry run.
 from __future__ import annotations
 
 import copy
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from mmengine.registry import DefaultScope, Registry
 from torch import nn
 
 from .analysis import loss_balance
+from .losses.base import DistillLoss, contract
 from .recorder import FeatureRecorder, Tap
 from .registry import DISTILL_LOSSES
 from .schedule import WeightSchedule
@@ -53,7 +53,7 @@ class LossEntry:
     @property
     def all_levels(self) -> bool:
         """The loss takes all student tensors at once (e.g. OFA's stage features)."""
-        return bool(getattr(self.loss_cls, 'takes_all_levels', False))
+        return contract(self.loss_cls).takes_all_levels
 
 
 def _as_list(spec: Any) -> list:
@@ -89,8 +89,10 @@ class BaseDistiller(BaseModel):
     init_student_prefixes: tuple[str, ...] = ()
     #: names of the models' classifier layers: taps on them must give the same class count.
     logit_layers: tuple[str, ...] = ()
-    #: extra loss inputs read from student taps, ``{input name: tap}`` (e.g. OFA's logits).
-    extra_taps: dict[str, str] = {}
+    #: extra loss inputs read from student taps, ``((input name, tap), ...)`` (OFA's logits).
+    extra_taps: tuple[tuple[str, str], ...] = ()
+    #: whether the wrapper gives per-region logits to losses that declare ``region_scales``.
+    gives_region_logits: bool = False
     #: wrapper-specific keys of a loss entry, kept out of the loss's arguments.
     entry_options: tuple[str, ...] = ()
     #: (H, W) of the build-time dry-run input when the config gives none.
@@ -140,7 +142,7 @@ class BaseDistiller(BaseModel):
         object.__setattr__(self, 'teacher_checkpoint', teacher.get('checkpoint'))
         self._build_entries(distill_losses or {})
         needed = {x for e in self._entries for x in e.extra_inputs}
-        self._extra_taps = {name: Tap.parse(tap) for name, tap in self.extra_taps.items()
+        self._extra_taps = {name: Tap.parse(tap) for name, tap in self.extra_taps
                             if name in needed}
         self._student_rec = FeatureRecorder(
             self.student,
@@ -180,13 +182,11 @@ class BaseDistiller(BaseModel):
             if schedule is not None:
                 schedule = WeightSchedule.build(schedule, f'{key}.weight_schedule')
             options = {k: cfg.pop(k) for k in self.entry_options if k in cfg}
-            params = inspect.signature(loss_cls.__init__).parameters
-            weight = 1.0
-            if 'loss_weight' not in params:
-                weight = float(cfg.pop('loss_weight', 1.0))
+            declared = contract(loss_cls)
+            weight = 1.0 if declared.owns_weight else float(cfg.pop('loss_weight', 1.0))
             self._entries.append(LossEntry(
                 name, key, student_taps, teacher_taps, weight, resize, loss_cls,
-                tuple(getattr(loss_cls, 'extra_inputs', ())), cfg, options, schedule))
+                tuple(declared.extra_inputs), cfg, options, schedule))
 
     def _check_extra_inputs(self, entry: LossEntry) -> None:
         missing = [x for x in entry.extra_inputs if x not in self.provided_inputs]
@@ -194,6 +194,13 @@ class BaseDistiller(BaseModel):
             raise ValueError(
                 f'{entry.key}: {entry.cfg["type"]} needs {missing}, which '
                 f'{type(self).__name__} cannot give (it gives {list(self.provided_inputs)})')
+
+    def _check_region_logits(self, entry: LossEntry, module: DistillLoss) -> None:
+        if module.region_scales is not None and not self.gives_region_logits:
+            raise ValueError(
+                f'{entry.key}: {entry.cfg["type"]} takes per-region logits (region_scales '
+                f'{module.region_scales}), which only DistillClassifier gives, not '
+                f'{type(self).__name__}')
 
     @staticmethod
     def _scope_of(tap_groups) -> str:
@@ -264,7 +271,8 @@ class BaseDistiller(BaseModel):
         if len(feats_s) != len(feats_t):
             raise ValueError(f'{key}: the student taps give {len(feats_s)} tensors and the '
                              f'teacher taps {len(feats_t)}; they must pair one to one')
-        channel_args = getattr(loss_cls, 'channel_args', None)
+        declared = contract(loss_cls)
+        channel_args = declared.channel_args
         logit_taps = [str(t) for t in entry.student_taps + entry.teacher_taps
                       if t.path.split('.')[-1] in self.logit_layers]
         modules = []
@@ -289,10 +297,10 @@ class BaseDistiller(BaseModel):
                     raise ValueError(
                         f'{where}: {s_arg}={given_s}, {t_arg}={given_t} in the config, but the '
                         f'taps give {cs} (student) and {ct} (teacher) channels')
-            elif getattr(loss_cls, 'match_channels', True) and cs != ct:
+            elif declared.match_channels and cs != ct:
                 raise ValueError(f'{where}: student tap gives {cs} channels and teacher tap {ct}; '
                                  f'{entry.cfg["type"]} needs them equal')
-            if fs.dim() == 4 and getattr(loss_cls, 'match_spatial', True) \
+            if fs.dim() == 4 and declared.match_spatial \
                     and fs.shape[2:] != ft.shape[2:] and entry.resize is None:
                 raise ValueError(
                     f'{where}: student map {tuple(fs.shape[2:])} and teacher map '
@@ -300,7 +308,9 @@ class BaseDistiller(BaseModel):
                     f"{key}.resize='teacher_to_student' or 'student_to_teacher'")
             modules.append(self._make_loss(entry, cfg, where))
         self.distill_losses[entry.name] = nn.ModuleList(modules)
-        entry.extra_inputs = tuple(getattr(modules[0], 'extra_inputs', entry.extra_inputs))
+        if isinstance(modules[0], DistillLoss):  # the instance may need more than its class
+            entry.extra_inputs = tuple(modules[0].extra_inputs)
+            self._check_region_logits(entry, modules[0])
         self._check_extra_inputs(entry)
         self._check_entry(entry, modules, feats_s, feats_t)
 

@@ -8,6 +8,7 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 from ..distiller import BaseDistiller, LossEntry
+from ..losses.base import DistillLoss
 from ..losses.sdd import multi_scale_pool
 from ..recorder import find_module
 
@@ -31,7 +32,8 @@ class DistillClassifier(BaseDistiller):
     provided_inputs = ('gt_labels', 'indices', 'logits_S')
     init_student_prefixes = ('neck.', 'head.')
     logit_layers = ('head', 'fc')
-    extra_taps = {'logits_S': 'head'}
+    extra_taps = (('logits_S', 'head'), )
+    gives_region_logits = True
     entry_options = ('classifier', )
     default_dry_run_shape = (224, 224)
 
@@ -51,7 +53,7 @@ class DistillClassifier(BaseDistiller):
     # ------------------------------------------------------------------ SDD local logits
     @staticmethod
     def _local(module: nn.Module) -> bool:
-        return getattr(module, 'scales', None) is not None
+        return isinstance(module, DistillLoss) and module.region_scales is not None
 
     def _classifiers(self, entry: LossEntry) -> tuple[nn.Linear, nn.Linear]:
         path = entry.options.get('classifier', 'head.fc')
@@ -85,7 +87,8 @@ class DistillClassifier(BaseDistiller):
         if not self._local(module):
             return super()._prepare(entry, module, fs, ft)
         fc_s, fc_t = entry.options['classifier_layers']
-        local_s = fc_s(multi_scale_pool(fs, module.scales).transpose(1, 2)).transpose(1, 2)
+        scales = module.region_scales
+        local_s = fc_s(multi_scale_pool(fs, scales).transpose(1, 2)).transpose(1, 2)
         with torch.no_grad():
-            local_t = fc_t(multi_scale_pool(ft, module.scales).transpose(1, 2)).transpose(1, 2)
+            local_t = fc_t(multi_scale_pool(ft, scales).transpose(1, 2)).transpose(1, 2)
         return local_s, local_t
