@@ -37,6 +37,11 @@ class DistillClassifier(BaseDistiller):
     entry_options = ('classifier', )
     default_dry_run_shape = (224, 224)
 
+    def __init__(self, *args, **kwargs) -> None:
+        #: ``{entry name: (student fc, teacher fc)}`` of the region-logit (SDD) entries
+        self._region_classifiers: dict[str, tuple[nn.Linear, nn.Linear]] = {}
+        super().__init__(*args, **kwargs)
+
     def _extra_inputs(self, name: str, data_samples: list) -> Any:
         if name == 'gt_labels':
             if 'gt_score' in data_samples[0]:
@@ -71,7 +76,7 @@ class DistillClassifier(BaseDistiller):
         if not self._local(modules[0]):
             return
         fc_s, fc_t = self._classifiers(entry)
-        entry.options['classifier_layers'] = (fc_s, fc_t)  # resolved once, used every step
+        self._region_classifiers[entry.name] = (fc_s, fc_t)  # resolved once, used each step
         for fs, ft in zip(feats_s, feats_t):
             for feat, fc, owner in ((fs, fc_s, 'student'), (ft, fc_t, 'teacher')):
                 if feat.dim() != 4 or feat.shape[1] != fc.in_features:
@@ -86,7 +91,7 @@ class DistillClassifier(BaseDistiller):
     def _prepare(self, entry: LossEntry, module: nn.Module, fs: Any, ft: Any) -> tuple:
         if not self._local(module):
             return super()._prepare(entry, module, fs, ft)
-        fc_s, fc_t = entry.options['classifier_layers']
+        fc_s, fc_t = self._region_classifiers[entry.name]
         scales = module.region_scales
         local_s = fc_s(multi_scale_pool(fs, scales).transpose(1, 2)).transpose(1, 2)
         with torch.no_grad():

@@ -18,6 +18,7 @@ import torch
 mmseg = pytest.importorskip('mmseg')
 
 from mmengine.config import Config, ConfigDict  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 from mmseg.utils import register_all_modules  # noqa: E402
 
@@ -172,7 +173,9 @@ def r101_teacher_ckpt(tmp_path_factory):
     cfg = model_config(load_config(PSP_R101_80K, 'teacher'))
     assert plain(cfg) == plain(model_config(load_config(PSP_R101_40K, 'teacher')))
     torch.manual_seed(0)
-    teacher = MODELS.build(_no_download(ConfigDict(cfg)))
+    # a module fixture runs before the function-scoped scope fixture: name the scope here
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        teacher = MODELS.build(_no_download(ConfigDict(cfg)))
     path = str(tmp_path_factory.mktemp('seg_configs') / 'pspnet_r101.pth')
     torch.save({'state_dict': teacher.state_dict()}, path)
     return path
