@@ -4,14 +4,15 @@ from __future__ import annotations
 import torch
 from mmengine.config import Config
 
-from .engine.runner import DISTILL_TYPES
+from .engine.runner import distiller_class
 
 
 def student_config(cfg: Config) -> Config:
     """The student's own config: ``model`` replaced by the student, mmdistill not needed."""
     cfg = cfg.copy()
-    if cfg.model.get('type') not in DISTILL_TYPES:
-        raise ValueError(f'model.type is {cfg.model.get("type")!r}, not one of {DISTILL_TYPES}')
+    if distiller_class(cfg) is None:
+        raise ValueError(f'model.type is {cfg.model.get("type")!r}, not a distillation wrapper '
+                         '(a BaseDistiller such as DistillDetector)')
     cfg.model = cfg.model.student
     imports = [m for m in cfg.get('custom_imports', {}).get('imports', [])
                if m != 'mmdistill' and not m.startswith('mmdistill.')]
@@ -38,7 +39,7 @@ def export_student(config: str | Config, checkpoint: str, out: str,
     with torch.serialization.safe_globals(run_checkpoint_globals()):
         ckpt = torch.load(checkpoint, map_location='cpu')
     state = ckpt.get('state_dict', ckpt)
-    distill = cfg.model.get('type') in DISTILL_TYPES
+    distill = distiller_class(cfg) is not None
     prefix = 'student.' if distill else ''
     student = {}
     for key, value in state.items():

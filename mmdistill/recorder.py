@@ -201,3 +201,23 @@ def _flatten(value: Any, key: str) -> list[torch.Tensor]:
         return list(value)
     raise TypeError(f'{key}: the tapped value is a {type(value).__name__}, not a tensor or a '
                     'sequence of tensors; add an index, e.g. "neck[0]"')
+
+
+def scope_of(taps: Iterable[Tap]) -> str:
+    """How far a model must run for its taps: 'backbone', 'neck' or 'full'."""
+    roots = {t.path.split('.')[0] for t in taps}
+    if roots <= {'backbone'}:
+        return 'backbone'
+    if roots <= {'backbone', 'neck'}:
+        return 'neck'
+    return 'full'
+
+
+def run_to_scope(model: nn.Module, scope: str, inputs: torch.Tensor,
+                 data_samples: list | None) -> Any:
+    """Run ``model`` only as far as ``scope`` (:func:`scope_of`) needs."""
+    if scope == 'backbone':
+        return model.backbone(inputs)
+    if scope == 'neck':
+        return model.extract_feat(inputs)
+    return model(inputs, data_samples, mode='tensor')

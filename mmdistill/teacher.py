@@ -1,15 +1,25 @@
-"""Build a frozen teacher from its config and checkpoint, with clear errors at build time."""
+"""The frozen teacher: built from its config and checkpoint with clear errors at build time,
+fed its own input normalisation, run under no_grad (and autocast) only as far as its taps need,
+its taps recorded.
+"""
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Iterable
+from dataclasses import dataclass
 
+import torch
 from mmengine.config import Config
-from mmengine.registry import Registry
+from mmengine.logging import print_log
+from mmengine.registry import DefaultScope, Registry
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
+from .recorder import FeatureRecorder, Tap, run_to_scope, scope_of
+
 _KEY = 'model.teacher'
+AUTOCAST = {None: None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
 def load_config(spec: str | dict, key: str) -> Config:
@@ -97,3 +107,140 @@ def build_teacher(registry: Registry, teacher: dict) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def check_autocast(value: str | None) -> None:
+    if value not in AUTOCAST:
+        raise ValueError(f'model.teacher_autocast must be one of {list(AUTOCAST)}, got {value!r}')
+
+
+@dataclass(frozen=True)
+class Renormalisation:
+    """Turns the student's normalised inputs into the teacher's: undo the student's mean/std,
+    flip the channel order if only one of them converts BGR to RGB, apply the teacher's."""
+
+    student_mean: torch.Tensor | None
+    student_std: torch.Tensor | None
+    flip: bool
+    teacher_mean: torch.Tensor | None
+    teacher_std: torch.Tensor | None
+
+    @staticmethod
+    def _stats(pre: nn.Module) -> tuple:
+        mean = getattr(pre, 'mean', None) if getattr(pre, '_enable_normalize', False) else None
+        std = getattr(pre, 'std', None) if mean is not None else None
+        flip = (getattr(pre, '_channel_conversion', None)  # mmengine, mmdet
+                or getattr(pre, 'to_rgb', None)  # mmpretrain
+                or getattr(pre, 'channel_conversion', False))  # mmseg
+        return mean, std, bool(flip)
+
+    @classmethod
+    def between(cls, student_pre: nn.Module, teacher_pre: nn.Module) -> 'Renormalisation | None':
+        """None when both data preprocessors normalise the same way."""
+        (ms, ss, cs), (mt, st, ct) = cls._stats(student_pre), cls._stats(teacher_pre)
+        same = (cs == ct and (ms is None) == (mt is None)
+                and (ms is None or (torch.equal(ms, mt) and torch.equal(ss, st))))
+        return None if same else cls(ms, ss, cs != ct, mt, st)
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs if self.student_mean is None else \
+            inputs * self.student_std.to(inputs) + self.student_mean.to(inputs)
+        if self.flip:
+            x = x.flip(1)
+        return x if self.teacher_mean is None else \
+            (x - self.teacher_mean.to(x)) / self.teacher_std.to(x)
+
+
+class Teacher:
+    """A frozen teacher model with what running it takes.
+
+    It is not an ``nn.Module``: a wrapper holding it does not register its parameters, so they
+    stay out of the optimiser, DDP's reducer and the training checkpoints.
+
+    Args:
+        model: the loaded, frozen teacher (:func:`build_teacher`).
+        checkpoint: the file it was loaded from.
+        taps: ``(tap, config key)`` pairs to record.
+        student_preprocessor: the student's data preprocessor, whose output the teacher gets.
+        autocast: None, 'fp16' or 'bf16' for the teacher's forward.
+    """
+
+    def __init__(self, model: nn.Module, checkpoint: str | None, taps: list[tuple[Tap, str]],
+                 student_preprocessor: nn.Module, autocast: str | None = None) -> None:
+        check_autocast(autocast)
+        self.model = model
+        self.checkpoint = checkpoint
+        self.autocast = autocast
+        self.recorder = FeatureRecorder(model, taps, 'teacher')
+        self.scope = scope_of(t for t, _ in taps)
+        self.renorm = Renormalisation.between(student_preprocessor, model.data_preprocessor)
+
+    @classmethod
+    def build(cls, registry: Registry, cfg: dict, taps: list[tuple[Tap, str]],
+              student_preprocessor: nn.Module, autocast: str | None = None) -> 'Teacher':
+        """Build from ``dict(config=..., checkpoint=...)`` in ``registry``'s scope."""
+        with DefaultScope.overwrite_default_scope(registry.scope):
+            model = build_teacher(registry, cfg)
+        return cls(model, cfg.get('checkpoint'), taps, student_preprocessor, autocast)
+
+    def inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The teacher's view of the student's preprocessed ``inputs``."""
+        return inputs if self.renorm is None else self.renorm(inputs)
+
+    def run(self, inputs: torch.Tensor, data_samples: list | None) -> None:
+        """Forward (no grad, autocast) as far as the taps need; the recorder keeps the taps."""
+        dtype = AUTOCAST[self.autocast]
+        autocast = torch.autocast(inputs.device.type, dtype=dtype, enabled=dtype is not None)
+        with torch.no_grad(), autocast:
+            run_to_scope(self.model, self.scope, self.inputs(inputs), data_samples)
+
+    def keep_only(self, taps: Iterable[Tap]) -> None:
+        self.recorder.keep_only(taps)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the teacher's parameters and buffers."""
+        return sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+
+
+def save_teacher_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> dict:
+    """State-dict hook of a distiller: adds ``teacher.*`` when ``save_teacher`` is set."""
+    if module.save_teacher and module.teacher is not None:
+        for name, value in module.teacher.state_dict().items():
+            state_dict[f'{prefix}teacher.{name}'] = value.detach()
+    return state_dict
+
+
+def load_teacher_state(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load-state-dict pre-hook of a distiller: takes ``teacher.*`` keys out of the state dict
+    and loads them into the teacher. A student-only model (``skip_teacher``) has no loss
+    modules: their keys are dropped too."""
+    if module.skip_teacher:
+        for k in [k for k in state_dict if k.startswith(prefix + 'distill_losses.')]:
+            del state_dict[k]
+    keys = [k for k in state_dict if k.startswith(prefix + 'teacher.')]
+    teacher_state = {k[len(prefix) + len('teacher.'):]: state_dict.pop(k) for k in keys}
+    if teacher_state and module.teacher is not None:
+        module.teacher.load_state_dict(teacher_state, strict=True)
+        print_log('loaded the teacher from the checkpoint (saved with save_teacher=True)',
+                  logger='current')
+
+
+@torch.no_grad()
+def inherit_weights(teacher: nn.Module, student: nn.Module, prefixes) -> list[str]:
+    """Copy the teacher's tensors under ``prefixes`` into the student where names and shapes
+    match (``init_student``); log what was copied and what did not match."""
+    s_state = student.state_dict()
+    copied, skipped = [], []
+    for name, value in teacher.state_dict().items():
+        if not name.startswith(tuple(prefixes)):
+            continue
+        if name in s_state and s_state[name].shape == value.shape:
+            s_state[name].copy_(value)
+            copied.append(name)
+        else:
+            skipped.append(name)
+    print_log(f'init_student: copied {len(copied)} teacher tensors under {list(prefixes)} '
+              f'into the student; {len(skipped)} did not match in name or shape'
+              + (f' (e.g. {skipped[:5]})' if skipped else ''), logger='current')
+    return copied

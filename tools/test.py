@@ -4,8 +4,8 @@
 """
 import argparse
 
-from mmdistill.engine import DistillRunner, prepare_config
-from mmdistill.engine.cli import add_common_args, load_config
+from mmdistill.engine import prepare_config
+from mmdistill.engine.cli import add_common_args, build_runner, load_config
 from mmdistill.engine.launch import setup_distributed
 
 
@@ -28,7 +28,7 @@ def main() -> None:
             else list(cfg.test_evaluator)
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
     setup_distributed(cfg)
-    runner = DistillRunner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.test()
 
 

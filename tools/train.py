@@ -4,8 +4,8 @@
 """
 import argparse
 
-from mmdistill.engine import DistillRunner, prepare_config
-from mmdistill.engine.cli import add_common_args, load_config
+from mmdistill.engine import prepare_config
+from mmdistill.engine.cli import add_common_args, build_runner, load_config
 from mmdistill.engine.launch import setup_distributed
 
 
@@ -28,6 +28,10 @@ def main() -> None:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise ValueError('--auto-scale-lr: the config has no auto_scale_lr = '
+                             'dict(base_batch_size=...) (the total batch its lr is set for); add '
+                             'it, e.g. dict(enable=False, base_batch_size=16) for 8 GPUs x 2')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume = True
@@ -37,7 +41,7 @@ def main() -> None:
         cfg.load_from = args.resume
     prepare_config(cfg)
     setup_distributed(cfg)
-    runner = DistillRunner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
 
 

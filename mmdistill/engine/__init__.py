@@ -1,4 +1,4 @@
 """Runner-side helpers used by the tools."""
-from .runner import DistillRunner, prepare_config
+from .runner import DistillRunner, distiller_class, prepare_config
 
-__all__ = ['DistillRunner', 'prepare_config']
+__all__ = ['DistillRunner', 'distiller_class', 'prepare_config']

@@ -19,6 +19,16 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def build_runner(cfg: Config):
+    """The runner ``cfg.runner_type`` names (as mmdet's tools do), by default
+    :class:`~mmdistill.engine.DistillRunner`."""
+    from mmengine.registry import RUNNERS
+
+    from .runner import DistillRunner  # noqa: F401  (registers it)
+    cfg.setdefault('runner_type', 'DistillRunner')
+    return RUNNERS.build(cfg)
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Load ``args.config`` with the common arguments applied (work dir defaults like mmdet's)."""
     if 'LOCAL_RANK' not in os.environ:

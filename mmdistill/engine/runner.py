@@ -3,9 +3,21 @@ from __future__ import annotations
 
 import torch
 from mmengine.config import Config
+from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
 
-DISTILL_TYPES = ('DistillDetector', 'DistillSegmentor', 'DistillClassifier')
+
+def distiller_class(cfg: Config) -> type | None:
+    """The :class:`~mmdistill.distiller.BaseDistiller` subclass that ``cfg.model`` names (looked
+    up in the registry of the config's ``default_scope``), or None for any other model."""
+    from ..distiller import BaseDistiller
+    model_type = cfg.get('model', {}).get('type')
+    if isinstance(model_type, str):
+        with MODELS.switch_scope_and_registry(cfg.get('default_scope')) as registry:
+            model_type = registry.get(model_type)
+    if isinstance(model_type, type) and issubclass(model_type, BaseDistiller):
+        return model_type
+    return None
 
 
 def run_checkpoint_globals() -> list:
@@ -21,6 +33,7 @@ def run_checkpoint_globals() -> list:
     return [HistoryBuffer, getattr, np.ndarray, np.dtype, _reconstruct, scalar, *dtypes]
 
 
+@RUNNERS.register_module()
 class DistillRunner(Runner):
     """mmengine's Runner; resuming and testing accept the types of mmengine's own checkpoints.
 
@@ -49,7 +62,7 @@ def prepare_config(cfg: Config, for_test: bool = False) -> Config:
     whose memory is sized from it (CRD's ``n_data``) when the config leaves it out.
     """
     model = cfg.get('model', {})
-    if model.get('type') not in DISTILL_TYPES:
+    if distiller_class(cfg) is None:
         return cfg
     if for_test:
         model['skip_teacher'] = True
@@ -65,11 +78,12 @@ def prepare_config(cfg: Config, for_test: bool = False) -> Config:
 def _fill_dataset_sizes(cfg: Config) -> None:
     from mmengine.registry import DATASETS, init_default_scope
 
+    from ..losses.base import contract
     from ..registry import DISTILL_LOSSES
     entries = []
     for entry in cfg.model.get('distill_losses', {}).values():
         loss_cls = DISTILL_LOSSES.get(entry.get('type'))
-        arg = getattr(loss_cls, 'dataset_size_arg', None)
+        arg = contract(loss_cls).dataset_size_arg if loss_cls is not None else None
         if arg and entry.get(arg) is None:
             entries.append((entry, arg))
     if entries:
@@ -79,4 +93,4 @@ def _fill_dataset_sizes(cfg: Config) -> None:
             entry[arg] = n
 
 
-__all__ = ['DistillRunner', 'prepare_config']
+__all__ = ['DistillRunner', 'distiller_class', 'prepare_config']

@@ -4,10 +4,8 @@ from __future__ import annotations
 BASELINE_NAMES = {'alone': 'alone', 'inherit': 'inherit only'}
 
 
-def _fmt(value, digits: int = 2, signed: bool = False) -> str:
-    if value is None:
-        return '-'
-    return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
+def _fmt(value, digits: int = 2) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
 
 
 def track_markdown(track: dict) -> str:

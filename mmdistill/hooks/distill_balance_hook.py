@@ -7,6 +7,8 @@ import os.path as osp
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from ..distiller import distiller_of
+
 
 @HOOKS.register_module()
 class DistillBalanceHook(Hook):
@@ -32,14 +34,8 @@ class DistillBalanceHook(Hook):
         self.grad_interval = grad_interval
         self.out_file = out_file
 
-    @staticmethod
-    def _distiller(runner):
-        from ..distiller import BaseDistiller
-        model = getattr(runner.model, 'module', runner.model)
-        return model if isinstance(model, BaseDistiller) else None
-
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        model = self._distiller(runner)
+        model = distiller_of(runner.model)
         if model is None:
             return
         step = runner.iter + 1
@@ -48,7 +44,7 @@ class DistillBalanceHook(Hook):
             model.balance_request = 'grads' if grads else 'ratios'
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        model = self._distiller(runner)
+        model = distiller_of(runner.model)
         if model is None or model.balance_stats is None:
             return
         stats, model.balance_stats = model.balance_stats, None

@@ -10,6 +10,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
+from ..distiller import distiller_of
+
 
 def file_sha256(path: str, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
@@ -30,12 +32,6 @@ def _numpy_state_from_plain(state: tuple) -> tuple:
     return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached
 
 
-def _distiller(runner):
-    model = runner.model
-    model = getattr(model, 'module', model)
-    return model if hasattr(model, 'teacher_checkpoint') else None
-
-
 @HOOKS.register_module()
 class DistillStateHook(Hook):
     """Save what mmengine's checkpoints leave out, so a resumed run continues exactly.
@@ -54,8 +50,8 @@ class DistillStateHook(Hook):
         self._teacher_sha: dict[str, str] = {}
 
     def _teacher_hash(self, runner) -> tuple[str, str] | None:
-        model = _distiller(runner)
-        path = getattr(model, 'teacher_checkpoint', None) if model is not None else None
+        model = distiller_of(runner.model)
+        path = model.teacher_checkpoint if model is not None else None
         if not path or '://' in path:
             return None
         if path not in self._teacher_sha:

@@ -1,5 +1,9 @@
-"""Distillation losses, one method per file; importing this registers them in DISTILL_LOSSES."""
+"""Distillation losses, one method per file; importing this registers them in DISTILL_LOSSES.
+
+The contract every loss declares is :class:`~mmdistill.losses.base.DistillLoss`.
+"""
 from .at import ATLoss
+from .base import DistillLoss
 from .ccd import CCDLoss
 from .crd import CRDLoss
 from .ctkd import CTKDLoss
@@ -13,6 +17,6 @@ from .ofa import OFALoss
 from .pkd import PKDLoss
 from .sdd import SDDLoss
 
-__all__ = ['ATLoss', 'CCDLoss', 'CRDLoss', 'CTKDLoss', 'CWDLoss', 'DKDLoss', 'FGDLoss',
+__all__ = ['ATLoss', 'DistillLoss', 'CCDLoss', 'CRDLoss', 'CTKDLoss', 'CWDLoss', 'DKDLoss', 'FGDLoss',
            'FitNetLoss', 'KDLoss', 'MGDLoss', 'OFALoss', 'PKDLoss',
            'SDDLoss']

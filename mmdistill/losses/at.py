@@ -18,9 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class _ChannelMeanPow(torch.autograd.Function):
@@ -49,7 +49,7 @@ class _ChannelMeanPow(torch.autograd.Function):
 
 
 @DISTILL_LOSSES.register_module()
-class ATLoss(nn.Module):
+class ATLoss(DistillLoss):
     """Attention transfer loss (Zagoruyko & Komodakis, ICLR 2017).
 
     Args:
@@ -66,10 +66,9 @@ class ATLoss(nn.Module):
     dimension is pooled to the smaller of the two, which is the same for square maps.
     """
 
-    extra_inputs: tuple[str, ...] = ()
-    channel_args = None
     match_channels = False  # attention maps average over channels
     match_spatial = False  # the larger map is pooled to the smaller
+    owns_weight = True
 
     def __init__(self, p: float = 2, loss_weight: float = 1.0) -> None:
         super().__init__()
@@ -94,9 +93,9 @@ class ATLoss(nn.Module):
             raise ValueError('ATLoss needs (N, C, H, W) features with the same N, got student '
                              f'{tuple(preds_S.shape)} and teacher {tuple(preds_T.shape)}')
         preds_T = preds_T.detach()
-        if preds_S.dtype in _LOW_PRECISION:
+        if preds_S.dtype in HALF:
             preds_S = preds_S.float()
-        if preds_T.dtype in _LOW_PRECISION:
+        if preds_T.dtype in HALF:
             preds_T = preds_T.float()
         size = (min(preds_S.shape[2], preds_T.shape[2]), min(preds_S.shape[3], preds_T.shape[3]))
         if tuple(preds_S.shape[2:]) != size:

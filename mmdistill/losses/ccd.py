@@ -18,11 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.utils import compute_dtype, global_pool
 from mmdistill.registry import DISTILL_LOSSES
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def momentum_update_prototypes(protos: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor,
@@ -53,7 +51,7 @@ def momentum_update_prototypes(protos: torch.Tensor, feats: torch.Tensor, labels
 
 
 @DISTILL_LOSSES.register_module()
-class CCDLoss(nn.Module):
+class CCDLoss(DistillLoss):
     """Category contrastive distillation with momentum class prototypes.
 
     Definitions (ours; see the module docstring):
@@ -112,13 +110,6 @@ class CCDLoss(nn.Module):
         self.register_buffer('proto_s', torch.zeros(self.num_classes, int(dim)))
         self.register_buffer('proto_t', torch.zeros(self.num_classes, int(dim)))
 
-    @staticmethod
-    def _pool(x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, C) by global average pooling; (N, C) unchanged."""
-        if x.dim() == 4:
-            return x.mean(dim=(2, 3))
-        return x.reshape(x.shape[0], -1)
-
     def forward(self,
                 preds_S: torch.Tensor,
                 preds_T: torch.Tensor,
@@ -135,11 +126,11 @@ class CCDLoss(nn.Module):
         """
         labels = gt_labels.argmax(dim=-1) if gt_labels.dim() != 1 else gt_labels
         labels = labels.long()
-        s = self.align(self._pool(preds_S))
-        dtype = _compute_dtype(s)
+        s = self.align(global_pool(preds_S))
+        dtype = compute_dtype(s)
         with torch.autocast(device_type=s.device.type, enabled=False):
             s = F.normalize(s.to(dtype), p=2, dim=1)
-            t = F.normalize(self._pool(preds_T.detach()).to(dtype), p=2, dim=1)
+            t = F.normalize(global_pool(preds_T.detach()).to(dtype), p=2, dim=1)
             proto_t = momentum_update_prototypes(self.proto_t, t, labels, self.momentum)
             proto_s = momentum_update_prototypes(self.proto_s, s, labels, self.momentum)
             with torch.no_grad():

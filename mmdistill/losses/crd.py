@@ -19,13 +19,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.utils import compute_dtype, global_pool
 from mmdistill.registry import DISTILL_LOSSES
 
 NCE_EPS = 1e-7  # the official ``eps`` in crd/criterion.py
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def contrast_loss(x: torch.Tensor, n_data: int) -> torch.Tensor:
@@ -66,7 +64,7 @@ class Embed(nn.Module):
 
 
 @DISTILL_LOSSES.register_module()
-class CRDLoss(nn.Module):
+class CRDLoss(DistillLoss):
     """CRD loss (symmetric NCE over memory banks of student and teacher embeddings).
 
     ``loss = NCE(student anchor vs teacher memory) + NCE(teacher anchor vs student memory)``.
@@ -141,13 +139,6 @@ class CRDLoss(nn.Module):
         idx[:, 0] = indices.view(-1)
         return idx
 
-    @staticmethod
-    def _pool(x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, C) by global average pooling; (N, C) unchanged."""
-        if x.dim() == 4:
-            return x.mean(dim=(2, 3))
-        return x.reshape(x.shape[0], -1)
-
     def _scores(self, memory: torch.Tensor, anchor: torch.Tensor,
                 idx: torch.Tensor) -> torch.Tensor:
         """exp(<memory[idx], anchor> / T): (N, K + 1)."""
@@ -180,11 +171,11 @@ class CRDLoss(nn.Module):
             Tensor: scalar loss.
         """
         indices = indices.view(-1).long()
-        f_s = self.embed_s(self._pool(preds_S))
-        f_t = self.embed_t(self._pool(preds_T.detach()))
+        f_s = self.embed_s(global_pool(preds_S))
+        f_t = self.embed_t(global_pool(preds_T.detach()))
         if contrast_idx is None:
             contrast_idx = self.sample_contrast_idx(indices)
-        dtype = _compute_dtype(f_s)
+        dtype = compute_dtype(f_s)
         with torch.autocast(device_type=f_s.device.type, enabled=False):
             v1, v2 = f_s.to(dtype), f_t.to(dtype)
             mem1 = self.memory_v1.to(dtype)

@@ -13,6 +13,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from mmdistill.losses.base import DistillLoss
 from mmdistill.losses.dkd import dkd_loss, warmup_factor
 from mmdistill.losses.kd import kd_loss
 from mmdistill.losses.sdd import check_scales, sdd_kd_loss
@@ -77,7 +78,7 @@ _BASE_KWARGS = {
 
 
 @DISTILL_LOSSES.register_module()
-class CTKDLoss(nn.Module):
+class CTKDLoss(DistillLoss):
     """Curriculum Temperature KD (Li et al., AAAI 2023; zhengli97/CTKD), global version.
 
     A base logit loss computed with the learnable temperature of :class:`GlobalTemperature`:
@@ -109,8 +110,7 @@ class CTKDLoss(nn.Module):
         Scalar loss.
     """
 
-    extra_inputs: tuple[str, ...] = ()  # per instance: ('gt_labels',) for 'dkd' and 'sdd'
-    channel_args = None
+    # extra_inputs per instance: ('gt_labels',) for 'dkd' and 'sdd'; region_scales for 'sdd'
     match_channels = False  # logits (classes checked by the wrapper) or SDD feature maps
     match_spatial = False
 
@@ -134,8 +134,9 @@ class CTKDLoss(nn.Module):
             raise ValueError("warmup_by must be 'epoch' or 'iter', "
                              f"got {self.base_kwargs['warmup_by']!r}")
         if base == 'sdd':
-            # Exposed like SDDLoss.scales / num_regions for the wrapper that pools the features.
+            # As SDDLoss: the wrapper gives per-region logits of these grids.
             self.scales = check_scales(self.base_kwargs['scales'])
+            self.region_scales = self.scales
             self.num_regions = sum(s * s for s in self.scales)
             self.base_kwargs['scales'] = self.scales
         self._warned = False

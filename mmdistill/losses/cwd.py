@@ -18,13 +18,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @DISTILL_LOSSES.register_module()
-class CWDLoss(nn.Module):
+class CWDLoss(DistillLoss):
     """Channel-wise distillation loss (Shu et al., ICCV 2021).
 
     Args:
@@ -42,8 +42,8 @@ class CWDLoss(nn.Module):
         Returns: scalar tensor (float32 for half-precision inputs).
     """
 
-    extra_inputs: tuple[str, ...] = ()
     channel_args = ('student_channels', 'teacher_channels')
+    owns_weight = True
 
     def __init__(self,
                  tau: float = 1.0,
@@ -87,9 +87,9 @@ class CWDLoss(nn.Module):
             raise ValueError(f'CWDLoss: student {tuple(preds_S.shape)} (after align) and teacher '
                              f'{tuple(preds_T.shape)} differ; set student_channels and '
                              'teacher_channels')
-        if preds_S.dtype in _LOW_PRECISION:
+        if preds_S.dtype in HALF:
             preds_S = preds_S.float()
-        if preds_T.dtype in _LOW_PRECISION:
+        if preds_T.dtype in HALF:
             preds_T = preds_T.float()
 
         N, C, H, W = preds_T.shape

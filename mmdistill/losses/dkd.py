@@ -11,7 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmdistill.losses.kd import Temperature, as_temperature, upcast
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.kd import Temperature, as_temperature
+from mmdistill.losses.utils import upcast
 from mmdistill.registry import DISTILL_LOSSES
 from mmdistill.schedule import hub_progress
 
@@ -102,7 +104,7 @@ def warmup_factor(warmup: float, warmup_by: str = 'epoch',
 
 
 @DISTILL_LOSSES.register_module()
-class DKDLoss(nn.Module):
+class DKDLoss(DistillLoss):
     """Decoupled Knowledge Distillation (Zhao et al., CVPR 2022; megvii-research/mdistiller).
 
     ``loss = min(epoch / warmup, 1) * (alpha * TCKD + beta * NCKD)`` with epochs counted from 1,
@@ -134,7 +136,6 @@ class DKDLoss(nn.Module):
     """
 
     extra_inputs: tuple[str, ...] = ('gt_labels', )
-    channel_args = None
 
     def __init__(self,
                  alpha: float = 1.0,

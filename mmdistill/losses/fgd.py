@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
-
-_HALF = (torch.float16, torch.bfloat16)
 
 
 def fgd_attention(feat: Tensor, temp: float) -> tuple[Tensor, Tensor]:
@@ -315,7 +315,7 @@ class _FGDFunction(torch.autograd.Function):
 
 
 @DISTILL_LOSSES.register_module()
-class FGDLoss(nn.Module):
+class FGDLoss(DistillLoss):
     """Focal and Global Distillation loss for one feature level.
 
     Yang, Zhendong; Li, Zhe; Jiang, Xiaohu; Gong, Yuan; Yuan, Zehuan; Zhao, Danpei; Yuan,
@@ -441,7 +441,7 @@ class FGDLoss(nn.Module):
         assert preds_S.shape[-2:] == preds_T.shape[-2:], \
             f'student {tuple(preds_S.shape)} and teacher {tuple(preds_T.shape)} ' \
             'feature maps differ in size'
-        dtype = torch.float32 if preds_S.dtype in _HALF else preds_S.dtype
+        dtype = torch.float32 if preds_S.dtype in HALF else preds_S.dtype
         with torch.autocast(preds_S.device.type, enabled=False):
             preds_T = preds_T.detach().to(dtype).contiguous()
             if self.align is not None:

@@ -17,13 +17,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @DISTILL_LOSSES.register_module()
-class FitNetLoss(nn.Module):
+class FitNetLoss(DistillLoss):
     """FitNets hint loss (Romero et al., ICLR 2015).
 
     Args:
@@ -44,8 +44,8 @@ class FitNetLoss(nn.Module):
         Returns: scalar tensor (float32 for half-precision inputs).
     """
 
-    extra_inputs: tuple[str, ...] = ()
     channel_args = ('student_channels', 'teacher_channels')
+    owns_weight = True
 
     def __init__(self,
                  student_channels: int | None = None,
@@ -112,8 +112,8 @@ class FitNetLoss(nn.Module):
                              f'{tuple(preds_S.shape)}) does not match the teacher hint '
                              f'{tuple(preds_T.shape)}; for different spatial sizes set '
                              'student_hw and teacher_hw')
-        if f_s.dtype in _LOW_PRECISION:
+        if f_s.dtype in HALF:
             f_s = f_s.float()
-        if preds_T.dtype in _LOW_PRECISION:
+        if preds_T.dtype in HALF:
             preds_T = preds_T.float()
         return self.loss_weight * F.mse_loss(f_s, preds_T)

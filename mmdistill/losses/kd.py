@@ -12,20 +12,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.utils import upcast
 from mmdistill.registry import DISTILL_LOSSES
 
 Temperature = float | torch.Tensor
-
-
-def upcast(x: torch.Tensor) -> torch.Tensor:
-    """Return ``x`` in float32 when it is half precision, otherwise unchanged.
-
-    Softmaxes and reductions of half-precision logits are computed in float32; float32 and
-    float64 inputs keep their dtype.
-    """
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return x.float()
-    return x
 
 
 def as_temperature(temperature: Temperature) -> Temperature:
@@ -85,7 +76,7 @@ def kd_loss(logits_S: torch.Tensor,
 
 
 @DISTILL_LOSSES.register_module()
-class KDLoss(nn.Module):
+class KDLoss(DistillLoss):
     """Knowledge distillation on classification logits (Hinton et al., 2015).
 
     ``loss = T^2 * mean over the batch of sum over classes KL(softmax(t/T) || softmax(s/T))``.
@@ -105,8 +96,6 @@ class KDLoss(nn.Module):
         Scalar loss.
     """
 
-    extra_inputs: tuple[str, ...] = ()
-    channel_args = None
 
     def __init__(self, temperature: float = 4.0, logit_stand: bool = False) -> None:
         super().__init__()

@@ -21,13 +21,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @DISTILL_LOSSES.register_module()
-class MGDLoss(nn.Module):
+class MGDLoss(DistillLoss):
     """Masked Generative Distillation loss (Yang et al., ECCV 2022; yzd-v/MGD).
 
     Args:
@@ -54,7 +54,6 @@ class MGDLoss(nn.Module):
     reproducible.
     """
 
-    extra_inputs: tuple[str, ...] = ()
     channel_args = ('student_channels', 'teacher_channels')
 
     def __init__(self,
@@ -130,9 +129,9 @@ class MGDLoss(nn.Module):
         mask = self.random_mask(N, C, H, W, preds_S.device)
         new_fea = self.generation(preds_S * mask.to(preds_S.dtype))
 
-        if new_fea.dtype in _LOW_PRECISION:
+        if new_fea.dtype in HALF:
             new_fea = new_fea.float()
-        if preds_T.dtype in _LOW_PRECISION:
+        if preds_T.dtype in HALF:
             preds_T = preds_T.float()
         # one fused pass forward and one backward (no (N, C, H, W) temporaries for the
         # difference and its square)

@@ -21,12 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.utils import compute_dtype
 from mmdistill.registry import DISTILL_LOSSES
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """float64 stays float64; everything else (fp16, bf16, fp32) is computed in float32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def ofa_loss(logits_S: torch.Tensor,
@@ -49,7 +46,7 @@ def ofa_loss(logits_S: torch.Tensor,
     Returns:
         Tensor: scalar loss.
     """
-    dtype = _compute_dtype(logits_S)
+    dtype = compute_dtype(logits_S)
     log_p_s = F.log_softmax(logits_S.to(dtype) / temperature, dim=1)
     p_t = F.softmax(logits_T.detach().to(dtype) / temperature, dim=1)
     mask = target_onehot.to(dtype)
@@ -137,7 +134,7 @@ def init_projector_weights(module: nn.Module) -> None:
 
 
 @DISTILL_LOSSES.register_module()
-class OFALoss(nn.Module):
+class OFALoss(DistillLoss):
     """OFA loss: exit-branch projectors on student stages + the OFA logit loss.
 
     ``loss = kd_loss_weight * ofa(logits_S, logits_T, eps[-1])
@@ -171,7 +168,6 @@ class OFALoss(nn.Module):
     extra_inputs: tuple[str, ...] = ('gt_labels', 'logits_S')
     # The teacher tap is the logits, so teacher channels cannot be read from it: the config
     # gives student_channels / teacher_channels explicitly.
-    channel_args = None
     takes_all_levels = True  # all tapped stage features go to one module
     match_channels = False
 

@@ -22,9 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
-
-_HALF = (torch.float16, torch.bfloat16)
 
 
 def pearson_standardise(feat: Tensor, eps: float = 1e-6) -> Tensor:
@@ -35,7 +35,7 @@ def pearson_standardise(feat: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 @DISTILL_LOSSES.register_module()
-class PKDLoss(nn.Module):
+class PKDLoss(DistillLoss):
     """Pearson-correlation feature distillation (Cao et al., NeurIPS 2022) for one level.
 
     Args:
@@ -54,6 +54,7 @@ class PKDLoss(nn.Module):
 
     channel_args = ('student_channels', 'teacher_channels')
     match_spatial = False  # the loss resizes by ``resize_stu`` itself
+    owns_weight = True
 
     def __init__(self, loss_weight: float = 1.0, resize_stu: bool = True,
                  student_channels: int | None = None,
@@ -71,9 +72,9 @@ class PKDLoss(nn.Module):
         preds_T = preds_T.detach()
         if self.align is not None:
             preds_S = self.align(preds_S.to(self.align.weight.dtype))
-        if preds_S.dtype in _HALF:
+        if preds_S.dtype in HALF:
             preds_S = preds_S.float()
-        if preds_T.dtype in _HALF:
+        if preds_T.dtype in HALF:
             preds_T = preds_T.float()
         if preds_S.shape[2:] != preds_T.shape[2:]:
             if self.resize_stu:

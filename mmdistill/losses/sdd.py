@@ -12,8 +12,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmdistill.losses.base import DistillLoss
 from mmdistill.losses.dkd import hard_labels
-from mmdistill.losses.kd import Temperature, as_temperature, upcast
+from mmdistill.losses.kd import Temperature, as_temperature
+from mmdistill.losses.utils import upcast
 from mmdistill.registry import DISTILL_LOSSES
 
 
@@ -108,7 +110,7 @@ def sdd_kd_loss(local_S: torch.Tensor,
 
 
 @DISTILL_LOSSES.register_module()
-class SDDLoss(nn.Module):
+class SDDLoss(DistillLoss):
     """Scale Decoupled Distillation, SD-KD (Wei et al., CVPR 2024; shicaiwei123/SDD-CVPR2024).
 
     Each network's last feature map is pooled to the regions of :func:`multi_scale_pool`
@@ -133,7 +135,6 @@ class SDDLoss(nn.Module):
     """
 
     extra_inputs: tuple[str, ...] = ('gt_labels', )
-    channel_args = None
     match_channels = False  # compares (N, K, M) local logits the wrapper builds from features
     match_spatial = False
 
@@ -142,6 +143,7 @@ class SDDLoss(nn.Module):
         scales = check_scales(scales)
         self.temperature = temperature
         self.scales = scales
+        self.region_scales = scales  # the wrapper gives (N, K, M) logits of these regions
         self.num_regions = sum(s * s for s in scales)
 
     def forward(self, local_S: torch.Tensor, local_T: torch.Tensor,

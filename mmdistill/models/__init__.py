@@ -1,18 +1,18 @@
-"""Task wrappers, each registered in its own library's MODELS when that library is installed."""
+"""Task wrappers: each module is imported (and its wrapper registered in its library's MODELS)
+when that library is installed; the wrappers are the ``BaseDistiller`` subclasses it defines."""
 import importlib
 import importlib.util
 
+from ..distiller import BaseDistiller
+
 __all__ = []
-for _module, _name, _lib in (('detector', 'DistillDetector', 'mmdet'),
-                             ('segmentor', 'DistillSegmentor', 'mmseg'),
-                             ('classifier', 'DistillClassifier', 'mmpretrain')):
+for _lib, _module in (('mmdet', 'detector'), ('mmseg', 'segmentor'),
+                      ('mmpretrain', 'classifier')):
     if importlib.util.find_spec(_lib) is None:
         continue
-    try:
-        _mod = importlib.import_module(f'.{_module}', __name__)
-    except ModuleNotFoundError as _err:  # wrapper not written yet
-        if _err.name != f'{__name__}.{_module}':
-            raise
-        continue
-    globals()[_name] = getattr(_mod, _name)
-    __all__.append(_name)
+    _mod = importlib.import_module(f'.{_module}', __name__)
+    for _name, _obj in vars(_mod).items():
+        if isinstance(_obj, type) and issubclass(_obj, BaseDistiller) and \
+                _obj.__module__ == _mod.__name__:
+            globals()[_name] = _obj
+            __all__.append(_name)

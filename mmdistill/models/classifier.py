@@ -8,6 +8,7 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 from ..distiller import BaseDistiller, LossEntry
+from ..losses.base import DistillLoss
 from ..losses.sdd import multi_scale_pool
 from ..recorder import find_module
 
@@ -31,9 +32,15 @@ class DistillClassifier(BaseDistiller):
     provided_inputs = ('gt_labels', 'indices', 'logits_S')
     init_student_prefixes = ('neck.', 'head.')
     logit_layers = ('head', 'fc')
-    extra_taps = {'logits_S': 'head'}
+    extra_taps = (('logits_S', 'head'), )
+    gives_region_logits = True
     entry_options = ('classifier', )
     default_dry_run_shape = (224, 224)
+
+    def __init__(self, *args, **kwargs) -> None:
+        #: ``{entry name: (student fc, teacher fc)}`` of the region-logit (SDD) entries
+        self._region_classifiers: dict[str, tuple[nn.Linear, nn.Linear]] = {}
+        super().__init__(*args, **kwargs)
 
     def _extra_inputs(self, name: str, data_samples: list) -> Any:
         if name == 'gt_labels':
@@ -51,7 +58,7 @@ class DistillClassifier(BaseDistiller):
     # ------------------------------------------------------------------ SDD local logits
     @staticmethod
     def _local(module: nn.Module) -> bool:
-        return getattr(module, 'scales', None) is not None
+        return isinstance(module, DistillLoss) and module.region_scales is not None
 
     def _classifiers(self, entry: LossEntry) -> tuple[nn.Linear, nn.Linear]:
         path = entry.options.get('classifier', 'head.fc')
@@ -69,7 +76,7 @@ class DistillClassifier(BaseDistiller):
         if not self._local(modules[0]):
             return
         fc_s, fc_t = self._classifiers(entry)
-        entry.options['classifier_layers'] = (fc_s, fc_t)  # resolved once, used every step
+        self._region_classifiers[entry.name] = (fc_s, fc_t)  # resolved once, used each step
         for fs, ft in zip(feats_s, feats_t):
             for feat, fc, owner in ((fs, fc_s, 'student'), (ft, fc_t, 'teacher')):
                 if feat.dim() != 4 or feat.shape[1] != fc.in_features:
@@ -84,8 +91,9 @@ class DistillClassifier(BaseDistiller):
     def _prepare(self, entry: LossEntry, module: nn.Module, fs: Any, ft: Any) -> tuple:
         if not self._local(module):
             return super()._prepare(entry, module, fs, ft)
-        fc_s, fc_t = entry.options['classifier_layers']
-        local_s = fc_s(multi_scale_pool(fs, module.scales).transpose(1, 2)).transpose(1, 2)
+        fc_s, fc_t = self._region_classifiers[entry.name]
+        scales = module.region_scales
+        local_s = fc_s(multi_scale_pool(fs, scales).transpose(1, 2)).transpose(1, 2)
         with torch.no_grad():
-            local_t = fc_t(multi_scale_pool(ft, module.scales).transpose(1, 2)).transpose(1, 2)
+            local_t = fc_t(multi_scale_pool(ft, scales).transpose(1, 2)).transpose(1, 2)
         return local_s, local_t

@@ -1,12 +1,12 @@
 """Checks shared by the config tests of the three wrappers."""
 from __future__ import annotations
 
-import inspect
 import os
 import re
 
 from mmengine.config import Config
 
+from mmdistill.losses.base import contract
 from mmdistill.recorder import Tap
 from mmdistill.registry import DISTILL_LOSSES
 from tests.conftest import ROOT
@@ -49,6 +49,6 @@ def loss_kwargs(key: str, entry: dict, options: tuple[str, ...] = ()) -> tuple[t
             Tap.parse(tap, f'{key}.{side}')
     kwargs = {k: v for k, v in entry.items()
               if k not in ('type', 'student', 'teacher', 'resize', *options)}
-    if 'loss_weight' not in inspect.signature(loss_cls.__init__).parameters:
+    if not contract(loss_cls).owns_weight:  # the wrapper applies it
         kwargs.pop('loss_weight', None)
     return loss_cls, kwargs

@@ -1,30 +1,13 @@
-"""Tests for CWDLoss against mmrazor's ChannelWiseDivergence, written channel by channel."""
+"""Tests for CWDLoss against mmrazor's ChannelWiseDivergence (mmdistill.testing.reference_cwd)."""
 import math
 
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mmdistill.losses.cwd import CWDLoss
 from mmdistill.registry import DISTILL_LOSSES
-
-
-def reference_cwd(preds_S, preds_T, tau, loss_weight):
-    """mmrazor ChannelWiseDivergence, with an explicit loop over the N*C channel maps."""
-    assert preds_S.shape[-2:] == preds_T.shape[-2:]
-    N, C, H, W = preds_S.shape
-    logsoftmax = torch.nn.LogSoftmax(dim=0)
-    total = preds_S.new_zeros(())
-    for n in range(N):
-        for c in range(C):
-            t = preds_T[n, c].reshape(W * H) / tau
-            s = preds_S[n, c].reshape(W * H) / tau
-            softmax_pred_T = F.softmax(t, dim=0)
-            total = total + torch.sum(softmax_pred_T * logsoftmax(t) -
-                                      softmax_pred_T * logsoftmax(s))
-    loss = total * (tau**2)
-    return loss_weight * loss / (C * N)
+from mmdistill.testing import reference_cwd
 
 
 @pytest.mark.parametrize('tau,loss_weight', [(1.0, 1.0), (4.0, 3.0), (1.0, 10.0), (0.5, 5.0)])

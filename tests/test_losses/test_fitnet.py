@@ -3,41 +3,10 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from mmdistill.losses.fitnet import FitNetLoss
 from mmdistill.registry import DISTILL_LOSSES
-
-
-class RefConvReg(nn.Module):
-    """mdistiller ``ConvReg``: the regressor is chosen from the two feature shapes."""
-
-    def __init__(self, s_shape, t_shape, use_relu=True):
-        super().__init__()
-        self.use_relu = use_relu
-        s_N, s_C, s_H, s_W = s_shape
-        t_N, t_C, t_H, t_W = t_shape
-        if s_H == 2 * t_H:
-            self.conv = nn.Conv2d(s_C, t_C, kernel_size=3, stride=2, padding=1)
-        elif s_H * 2 == t_H:
-            self.conv = nn.ConvTranspose2d(s_C, t_C, kernel_size=4, stride=2, padding=1)
-        elif s_H >= t_H:
-            self.conv = nn.Conv2d(s_C, t_C, kernel_size=(1 + s_H - t_H, 1 + s_W - t_W))
-        else:
-            raise NotImplementedError
-        self.bn = nn.BatchNorm2d(t_C)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        x = self.conv(x)
-        if self.use_relu:
-            return self.relu(self.bn(x))
-        return self.bn(x)
-
-
-def reference_fitnet(conv_reg, f_s, f_t, feat_loss_weight):
-    return feat_loss_weight * F.mse_loss(conv_reg(f_s), f_t)
+from mmdistill.testing import RefConvReg, reference_fitnet
 
 
 @pytest.mark.parametrize('s_shape,t_shape', [

@@ -5,51 +5,13 @@ import torch.nn as nn
 
 from mmdistill.losses.mgd import MGDLoss
 from mmdistill.registry import DISTILL_LOSSES
-
-
-class OfficialMGD(nn.Module):
-    """Reference: yzd-v/MGD ``FeatureLoss`` (det/seg) and ``MGDLoss`` (cls), same layer names."""
-
-    def __init__(self, student_channels, teacher_channels, alpha_mgd, lambda_mgd, cls=False):
-        super().__init__()
-        self.alpha_mgd = alpha_mgd
-        self.lambda_mgd = lambda_mgd
-        self.cls = cls
-        if student_channels != teacher_channels:
-            self.align = nn.Conv2d(student_channels, teacher_channels, kernel_size=1, stride=1,
-                                   padding=0)
-        else:
-            self.align = None
-        self.generation = nn.Sequential(
-            nn.Conv2d(teacher_channels, teacher_channels, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(teacher_channels, teacher_channels, kernel_size=3, padding=1))
-
-    def forward(self, preds_S, preds_T):
-        assert preds_S.shape[-2:] == preds_T.shape[-2:]
-        if self.align is not None:
-            preds_S = self.align(preds_S)
-        return self.get_dis_loss(preds_S, preds_T) * self.alpha_mgd
-
-    def get_dis_loss(self, preds_S, preds_T):
-        loss_mse = nn.MSELoss(reduction='sum')
-        N, C, H, W = preds_T.shape
-        device = preds_S.device
-        if self.cls:
-            mat = torch.rand((N, C, 1, 1)).to(device)
-            mat = torch.where(mat < self.lambda_mgd, 0, 1).to(device)
-        else:
-            mat = torch.rand((N, 1, H, W)).to(device)
-            mat = torch.where(mat > 1 - self.lambda_mgd, 0, 1).to(device)
-        masked_fea = torch.mul(preds_S, mat)
-        new_fea = self.generation(masked_fea)
-        return loss_mse(new_fea, preds_T) / N
+from mmdistill.testing import RefMGD
 
 
 def _pair(cs, ct, alpha, lam, mask_type):
     ours = MGDLoss(student_channels=cs, teacher_channels=ct, alpha_mgd=alpha, lambda_mgd=lam,
                    mask_type=mask_type)
-    ref = OfficialMGD(cs, ct, alpha, lam, cls=mask_type == 'channel')
+    ref = RefMGD(cs, ct, alpha, lam, cls=mask_type == 'channel')
     # random, non-trivial weights (biases included), shared between the two
     for p in ref.parameters():
         nn.init.normal_(p, std=0.3)

@@ -49,7 +49,7 @@ def test_train_step_updates_student_only(teacher_ckpt):
         cwd=dict(type='CWDLoss', student='bbox_head.retina_cls', teacher='bbox_head.retina_cls',
                  tau=1.0, loss_weight=5.0))
     model = build(teacher_ckpt, losses)
-    assert model._teacher_scope == 'full'
+    assert model.frozen_teacher.scope == 'full'
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)))
     in_optim = {id(p) for g in optim.optimizer.param_groups for p in g['params']}
     assert not in_optim & {id(p) for p in model.teacher.parameters()}
@@ -109,7 +109,7 @@ def test_checkpoint_has_no_teacher(teacher_ckpt):
 
 def test_teacher_runs_only_to_its_taps(teacher_ckpt):
     model = build(teacher_ckpt)
-    assert model._teacher_scope == 'neck'
+    assert model.frozen_teacher.scope == 'neck'
     calls = []
     model.teacher.bbox_head.register_forward_hook(lambda *a: calls.append(1))
     model.train()
@@ -144,9 +144,9 @@ def test_teacher_keeps_its_own_normalisation(tmp_path):
     batch = det_batch()
     s_in = model.data_preprocessor(copy.deepcopy(batch), False)['inputs']
     t_in = model.teacher.data_preprocessor(copy.deepcopy(batch), False)['inputs']
-    torch.testing.assert_close(model._teacher_inputs(s_in), t_in, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.frozen_teacher.inputs(s_in), t_in, rtol=1e-5, atol=1e-5)
     same = build(path)  # same normalisation: inputs pass through untouched
-    assert same._teacher_inputs(s_in) is s_in
+    assert same.frozen_teacher.inputs(s_in) is s_in
 
 
 def test_init_student_copies_matching_teacher_parts(tmp_path):

@@ -45,7 +45,7 @@ def build(models, losses=None, student=None, teacher=None, **kwargs):
 
 def test_train_step_updates_student_only(models):
     model = build(models)
-    assert model._teacher_scope == 'full'
+    assert model.frozen_teacher.scope == 'full'
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)))
     in_optim = {id(p) for g in optim.optimizer.param_groups for p in g['params']}
     assert not in_optim & {id(p) for p in model.teacher.parameters()}

@@ -5,8 +5,9 @@ RetinaNet-style FPN (batch 8, 256 channels, 5 levels from 100x152 down to 7x10, 
 per level as the wrapper builds them, 30 gt boxes per image for FGD) and is compared with a
 reference written like the official code (per-image / per-box Python loops and separate fg and bg
 MSE passes for yzd-v/FGD, yzd-v/MGD's ``FeatureLoss``, mmrazor's ``ChannelWiseDivergence``,
-mdistiller's FitNet and ``single_stage_at_loss``). The reference calls the same loss module's
-parameters (its convs, GcBlocks, regressor), so both sides compute the same function:
+mdistiller's FitNet and ``single_stage_at_loss``; ``mmdistill.testing``, the references the tests
+use). Each reference module is loaded with the state of the loss module it is compared with (its
+convs, GcBlocks, regressor), so both sides compute the same function:
 
 * the loss values and the gradients w.r.t. the student features must agree in float64, on the
   same shapes, level by level (largest relative difference <= 1e-6, as the tests require; the
@@ -44,7 +45,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
@@ -55,6 +55,8 @@ from mmdistill.losses.cwd import CWDLoss  # noqa: E402
 from mmdistill.losses.fgd import FGDLoss  # noqa: E402
 from mmdistill.losses.fitnet import FitNetLoss  # noqa: E402
 from mmdistill.losses.mgd import MGDLoss  # noqa: E402
+from mmdistill.testing import (RefConvReg, RefFGD, RefMGD, reference_at, reference_cwd,  # noqa: E402
+                               reference_fitnet)
 
 # (H, W) of P3..P7 (strides 8..128) of an 800x1216 batch input
 FULL = dict(batch=8, channels=256, levels=[(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)],
@@ -67,166 +69,54 @@ TOL = 1e-6
 
 
 # ------------------------------------------------------------------------------------------------
-# References, written the way the official code computes the loss, on the loss module's parameters
+# References (mmdistill.testing, shared with the tests), on copies of the loss modules' parameters
 # ------------------------------------------------------------------------------------------------
+def _twin(make: Callable[[nn.Module, torch.Tensor, torch.Tensor], nn.Module]) -> Callable:
+    """A reference module built once per loss module (and dtype/device), loaded with its state.
+
+    The cache holds the loss module too, so that its id is not reused; building the reference
+    does not consume the global RNG (MGD's mask is drawn from it right after)."""
+    twins: dict = {}
+
+    def twin(m: nn.Module, s: torch.Tensor, t: torch.Tensor) -> nn.Module:
+        key = (id(m), s.dtype, s.device)
+        if key not in twins:
+            with torch.random.fork_rng(devices=[]):
+                ref = make(m, s, t).to(device=s.device, dtype=s.dtype)
+            ref.load_state_dict(m.state_dict())
+            twins[key] = (m, ref)
+        ref = twins[key][1]
+        ref.train(m.training)
+        return ref
+    return twin
+
+
+_fgd_twin = _twin(lambda m, s, t: RefFGD(s.shape[1], t.shape[1], m.temp, m.alpha_fgd, m.beta_fgd,
+                                         m.gamma_fgd, m.lambda_fgd))
+_mgd_twin = _twin(lambda m, s, t: RefMGD(s.shape[1], t.shape[1], m.alpha_mgd, m.lambda_mgd,
+                                         cls=m.mask_type == 'channel'))
+_fitnet_twin = _twin(lambda m, s, t: RefConvReg(s.shape, t.shape, use_relu=m.use_relu))
+
+
 def ref_fgd(m: FGDLoss, preds_S, preds_T, gt_bboxes, img_shape):
-    """yzd-v/FGD ``FeatureLoss.forward`` (mmdet/distillation/losses/fgd.py), on ``m``'s modules.
-
-    The same image shape for every image (the official code reads each ``img_metas[i]``).
-    """
-
-    def get_attention(preds, temp):
-        N, C, H, W = preds.shape
-        value = torch.abs(preds)
-        fea_map = value.mean(axis=1, keepdim=True)
-        S_attention = (H * W * F.softmax((fea_map / temp).view(N, -1), dim=1)).view(N, H, W)
-        channel_map = value.mean(axis=2, keepdim=False).mean(axis=2, keepdim=False)
-        C_attention = C * F.softmax(channel_map / temp, dim=1)
-        return S_attention, C_attention
-
-    def get_fea_loss(preds_S, preds_T, Mask_fg, Mask_bg, C_s, C_t, S_s, S_t):
-        loss_mse = nn.MSELoss(reduction='sum')
-        Mask_fg = Mask_fg.unsqueeze(dim=1)
-        Mask_bg = Mask_bg.unsqueeze(dim=1)
-        C_t = C_t.unsqueeze(dim=-1)
-        C_t = C_t.unsqueeze(dim=-1)
-        S_t = S_t.unsqueeze(dim=1)
-        fea_t = torch.mul(preds_T, torch.sqrt(S_t))
-        fea_t = torch.mul(fea_t, torch.sqrt(C_t))
-        fg_fea_t = torch.mul(fea_t, torch.sqrt(Mask_fg))
-        bg_fea_t = torch.mul(fea_t, torch.sqrt(Mask_bg))
-        fea_s = torch.mul(preds_S, torch.sqrt(S_t))
-        fea_s = torch.mul(fea_s, torch.sqrt(C_t))
-        fg_fea_s = torch.mul(fea_s, torch.sqrt(Mask_fg))
-        bg_fea_s = torch.mul(fea_s, torch.sqrt(Mask_bg))
-        fg_loss = loss_mse(fg_fea_s, fg_fea_t) / len(Mask_fg)
-        bg_loss = loss_mse(bg_fea_s, bg_fea_t) / len(Mask_bg)
-        return fg_loss, bg_loss
-
-    def get_mask_loss(C_s, C_t, S_s, S_t):
-        return torch.sum(torch.abs((C_s - C_t)))/len(C_s) + \
-            torch.sum(torch.abs((S_s - S_t)))/len(S_s)
-
-    def spatial_pool(x, in_type):
-        batch, channel, width, height = x.size()
-        input_x = x
-        input_x = input_x.view(batch, channel, height * width)
-        input_x = input_x.unsqueeze(1)
-        if in_type == 0:
-            context_mask = m.conv_mask_s(x)
-        else:
-            context_mask = m.conv_mask_t(x)
-        context_mask = context_mask.view(batch, 1, height * width)
-        context_mask = F.softmax(context_mask, dim=2)
-        context_mask = context_mask.unsqueeze(-1)
-        context = torch.matmul(input_x, context_mask)
-        context = context.view(batch, channel, 1, 1)
-        return context
-
-    def get_rela_loss(preds_S, preds_T):
-        loss_mse = nn.MSELoss(reduction='sum')
-        context_s = spatial_pool(preds_S, 0)
-        context_t = spatial_pool(preds_T, 1)
-        out_s = preds_S
-        out_t = preds_T
-        channel_add_s = m.channel_add_conv_s(context_s)
-        out_s = out_s + channel_add_s
-        channel_add_t = m.channel_add_conv_t(context_t)
-        out_t = out_t + channel_add_t
-        rela_loss = loss_mse(out_s, out_t)/len(out_s)
-        return rela_loss
-
-    assert preds_S.shape[-2:] == preds_T.shape[-2:]
-    if m.align is not None:
-        preds_S = m.align(preds_S)
-    N, C, H, W = preds_S.shape
-    S_attention_t, C_attention_t = get_attention(preds_T, m.temp)
-    S_attention_s, C_attention_s = get_attention(preds_S, m.temp)
-    Mask_fg = torch.zeros_like(S_attention_t)
-    Mask_bg = torch.ones_like(S_attention_t)
-    wmin, wmax, hmin, hmax = [], [], [], []
-    for i in range(N):
-        new_boxxes = torch.ones_like(gt_bboxes[i])
-        new_boxxes[:, 0] = gt_bboxes[i][:, 0]/img_shape[1]*W
-        new_boxxes[:, 2] = gt_bboxes[i][:, 2]/img_shape[1]*W
-        new_boxxes[:, 1] = gt_bboxes[i][:, 1]/img_shape[0]*H
-        new_boxxes[:, 3] = gt_bboxes[i][:, 3]/img_shape[0]*H
-        wmin.append(torch.floor(new_boxxes[:, 0]).int())
-        wmax.append(torch.ceil(new_boxxes[:, 2]).int())
-        hmin.append(torch.floor(new_boxxes[:, 1]).int())
-        hmax.append(torch.ceil(new_boxxes[:, 3]).int())
-        # int tensors: 1.0 / ... is float32 (the default dtype) even for float64 features, so in
-        # float64 the official masks differ from the exact ones (ours) by ~1e-8 relative
-        area = 1.0/(hmax[i].view(1, -1)+1-hmin[i].view(1, -1)) / \
-            (wmax[i].view(1, -1)+1-wmin[i].view(1, -1))
-        for j in range(len(gt_bboxes[i])):
-            Mask_fg[i][hmin[i][j]:hmax[i][j]+1, wmin[i][j]:wmax[i][j]+1] = torch.maximum(
-                Mask_fg[i][hmin[i][j]:hmax[i][j]+1, wmin[i][j]:wmax[i][j]+1], area[0][j])
-        Mask_bg[i] = torch.where(Mask_fg[i] > 0, 0, 1)
-        if torch.sum(Mask_bg[i]):
-            Mask_bg[i] /= torch.sum(Mask_bg[i])
-    fg_loss, bg_loss = get_fea_loss(preds_S, preds_T, Mask_fg, Mask_bg, C_attention_s,
-                                    C_attention_t, S_attention_s, S_attention_t)
-    mask_loss = get_mask_loss(C_attention_s, C_attention_t, S_attention_s, S_attention_t)
-    rela_loss = get_rela_loss(preds_S, preds_T)
-    return m.alpha_fgd * fg_loss + m.beta_fgd * bg_loss \
-        + m.gamma_fgd * mask_loss + m.lambda_fgd * rela_loss
+    return _fgd_twin(m, preds_S, preds_T)(preds_S, preds_T, gt_bboxes, img_shape)
 
 
 def ref_mgd(m: MGDLoss, preds_S, preds_T):
-    """yzd-v/MGD ``FeatureLoss`` (det/seg), on ``m``'s modules.
-
-    The official code draws the mask on the CPU and copies it (``torch.rand(...).to(device)``);
-    here it is drawn on the features' device, so that on CUDA the mask is the same as ours (on
-    the CPU the two are the same code).
-    """
-    assert preds_S.shape[-2:] == preds_T.shape[-2:]
-    if m.align is not None:
-        preds_S = m.align(preds_S)
-    loss_mse = nn.MSELoss(reduction='sum')
-    N, C, H, W = preds_T.shape
-    device = preds_S.device
-    mat = torch.rand((N, 1, H, W), device=device)
-    mat = torch.where(mat > 1 - m.lambda_mgd, 0, 1).to(device)
-    masked_fea = torch.mul(preds_S, mat)
-    new_fea = m.generation(masked_fea)
-    dis_loss = loss_mse(new_fea, preds_T) / N
-    return dis_loss * m.alpha_mgd
+    return _mgd_twin(m, preds_S, preds_T)(preds_S, preds_T)
 
 
 def ref_cwd(m: CWDLoss, preds_S, preds_T):
-    """mmrazor ``ChannelWiseDivergence.forward`` (the official vectorised form)."""
-    assert preds_S.shape[-2:] == preds_T.shape[-2:]
-    if m.align is not None:
-        preds_S = m.align(preds_S)
-    N, C, H, W = preds_S.shape
-    softmax_pred_T = F.softmax(preds_T.view(-1, W * H) / m.tau, dim=1)
-    logsoftmax = torch.nn.LogSoftmax(dim=1)
-    loss = torch.sum(softmax_pred_T * logsoftmax(preds_T.view(-1, W * H) / m.tau) -
-                     softmax_pred_T * logsoftmax(preds_S.view(-1, W * H) / m.tau)) * (m.tau**2)
-    return m.loss_weight * loss / (C * N)
+    preds_S = m.align(preds_S) if m.align is not None else preds_S
+    return reference_cwd(preds_S, preds_T, m.tau, m.loss_weight)
 
 
 def ref_fitnet(m: FitNetLoss, preds_S, preds_T):
-    """mdistiller ``FitNet``: ``ConvReg`` (conv, BN, ReLU) then ``F.mse_loss``."""
-    x = m.conv(preds_S)
-    f_s = m.relu(m.bn(x)) if m.use_relu else m.bn(x)
-    return m.loss_weight * F.mse_loss(f_s, preds_T)
+    return reference_fitnet(_fitnet_twin(m, preds_S, preds_T), preds_S, preds_T, m.loss_weight)
 
 
 def ref_at(m: ATLoss, preds_S, preds_T):
-    """mdistiller ``single_stage_at_loss`` times the feature weight."""
-
-    def _at(feat, p):
-        return F.normalize(feat.pow(p).mean(1).reshape(feat.size(0), -1))
-
-    f_s, f_t, p = preds_S, preds_T, m.p
-    s_H, t_H = f_s.shape[2], f_t.shape[2]
-    if s_H > t_H:
-        f_s = F.adaptive_avg_pool2d(f_s, (t_H, t_H))
-    elif s_H < t_H:
-        f_t = F.adaptive_avg_pool2d(f_t, (s_H, s_H))
-    return m.loss_weight * (_at(f_s, p) - _at(f_t, p)).pow(2).mean()
+    return m.loss_weight * reference_at(preds_S, preds_T, m.p)
 
 
 # ------------------------------------------------------------------------------------------------

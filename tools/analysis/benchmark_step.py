@@ -157,22 +157,23 @@ def main() -> None:
     def student_step():
         model.student.train_step(batch, student_optim)
 
+    teacher = model.frozen_teacher
+
     def teacher_forward():
-        with model._teacher_rec.recording():
-            model._run_teacher(processed['inputs'], processed['data_samples'])
+        with teacher.recorder.recording():
+            teacher.run(processed['inputs'], processed['data_samples'])
 
     def distill_step():
         model.train_step(batch, distill_optim)
 
     taps_bytes = 0
-    with model._teacher_rec.recording():
-        model._run_teacher(processed['inputs'], processed['data_samples'])
-        for entry in model._entries:
+    with teacher.recorder.recording():
+        teacher.run(processed['inputs'], processed['data_samples'])
+        for entry in model.entries:
             for tap in entry.teacher_taps:
                 taps_bytes += sum(t.numel() * t.element_size()
-                                  for t in model._teacher_rec.get(tap, entry.key))
-    teacher_bytes = sum(t.numel() * t.element_size()
-                        for t in model.teacher.state_dict().values())
+                                  for t in teacher.recorder.get(tap, entry.key))
+    teacher_bytes = teacher.weight_bytes
 
     phases = dict(a=student_step, b=teacher_forward, c=distill_step)
     for _ in range(args.warmup):

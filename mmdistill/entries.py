@@ -1,0 +1,194 @@
+"""Loss entries: the parsed ``distill_losses`` of a config, their build-time checks, and the
+loss modules built from the tapped tensors of the dry run.
+
+Each check is a function named for what it checks and raises with the config key named; the
+wrappers call them through :func:`build_loss_modules`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses.base import DistillLoss, contract
+from .recorder import Tap
+from .registry import DISTILL_LOSSES
+from .schedule import WeightSchedule
+
+RESIZE_MODES = (None, 'teacher_to_student', 'student_to_teacher')
+
+
+@dataclass
+class LossEntry:
+    """One ``distill_losses`` entry: taps, weight, schedule and the loss's own arguments."""
+
+    name: str
+    key: str
+    student_taps: list[Tap]
+    teacher_taps: list[Tap]
+    weight: float
+    resize: str | None
+    loss_cls: type
+    extra_inputs: tuple[str, ...] = ()
+    cfg: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    schedule: WeightSchedule | None = None
+
+    @property
+    def all_levels(self) -> bool:
+        """The loss takes all student tensors at once (e.g. OFA's stage features)."""
+        return contract(self.loss_cls).takes_all_levels
+
+    @property
+    def loss_kwargs(self) -> dict:
+        return {k: v for k, v in self.cfg.items() if k != 'type'}
+
+    def factor(self) -> float:
+        """This step's multiplier of the entry's weight (its ``weight_schedule``)."""
+        return 1.0 if self.schedule is None else self.schedule.current()
+
+
+def _as_list(spec: Any) -> list:
+    return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+
+
+def parse_entry(name: str, cfg: Any, options: tuple[str, ...] = ()) -> LossEntry:
+    """Parse ``model.distill_losses.<name>``; ``options`` are wrapper keys kept from the loss."""
+    key = f'model.distill_losses.{name}'
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise ValueError(f'{key}: expected dict(type=..., student=..., teacher=...), got {cfg!r}')
+    cfg = dict(copy.deepcopy(cfg))
+    loss_type = cfg['type']
+    loss_cls = DISTILL_LOSSES.get(loss_type) if isinstance(loss_type, str) else loss_type
+    if loss_cls is None:
+        raise KeyError(f'{key}.type: unknown loss {loss_type!r}; registered losses: '
+                       f'{sorted(DISTILL_LOSSES.module_dict)}')
+    for side in ('student', 'teacher'):
+        if side not in cfg:
+            raise ValueError(f'{key}.{side}: missing tap (a module path like "neck[0]")')
+    student_taps = [Tap.parse(s, f'{key}.student') for s in _as_list(cfg.pop('student'))]
+    teacher_taps = [Tap.parse(s, f'{key}.teacher') for s in _as_list(cfg.pop('teacher'))]
+    resize = cfg.pop('resize', None)
+    if resize not in RESIZE_MODES:
+        raise ValueError(f'{key}.resize must be one of {RESIZE_MODES}, got {resize!r}')
+    schedule = cfg.pop('weight_schedule', None)
+    if schedule is not None:
+        schedule = WeightSchedule.build(schedule, f'{key}.weight_schedule')
+    entry_options = {k: cfg.pop(k) for k in options if k in cfg}
+    declared = contract(loss_cls)
+    weight = 1.0 if declared.owns_weight else float(cfg.pop('loss_weight', 1.0))
+    return LossEntry(name, key, student_taps, teacher_taps, weight, resize, loss_cls,
+                     tuple(declared.extra_inputs), cfg, entry_options, schedule)
+
+
+# ---------------------------------------------------------------------------------- checks
+def check_extra_inputs(entry: LossEntry, provided: tuple[str, ...], wrapper: str) -> None:
+    missing = [x for x in entry.extra_inputs if x not in provided]
+    if missing:
+        raise ValueError(f'{entry.key}: {entry.cfg["type"]} needs {missing}, which {wrapper} '
+                         f'cannot give (it gives {list(provided)})')
+
+
+def check_region_logits(entry: LossEntry, module: nn.Module, gives: bool, wrapper: str) -> None:
+    scales = module.region_scales if isinstance(module, DistillLoss) else None
+    if scales is not None and not gives:
+        raise ValueError(f'{entry.key}: {entry.cfg["type"]} takes per-region logits '
+                         f'(region_scales {scales}), which only DistillClassifier gives, not '
+                         f'{wrapper}')
+
+
+def check_level_pairing(entry: LossEntry, feats_s: list, feats_t: list) -> None:
+    if len(feats_s) != len(feats_t):
+        raise ValueError(f'{entry.key}: the student taps give {len(feats_s)} tensors and the '
+                         f'teacher taps {len(feats_t)}; they must pair one to one')
+
+
+def check_logit_classes(entry: LossEntry, where: str, cs: int | None, ct: int | None,
+                        logit_layers: tuple[str, ...]) -> None:
+    taps = [str(t) for t in entry.student_taps + entry.teacher_taps
+            if t.path.split('.')[-1] in logit_layers]
+    if taps and cs != ct:
+        raise ValueError(f'{where}: the logit taps {taps} give {cs} classes (student) and {ct} '
+                         '(teacher); distilling logits needs the same classes in both models')
+
+
+def resolve_channels(entry: LossEntry, where: str, cs: int | None, ct: int | None) -> dict:
+    """The loss arguments of one level: the declared channel arguments filled from the taps
+    (or checked against them); without them, the channels must match if the loss says so."""
+    cfg = entry.loss_kwargs
+    declared = contract(entry.loss_cls)
+    if declared.channel_args:
+        s_arg, t_arg = declared.channel_args
+        given_s, given_t = cfg.get(s_arg), cfg.get(t_arg)
+        if given_s is None and given_t is None:
+            if cs != ct:
+                raise ValueError(
+                    f'{where}: student tap gives {cs} channels, teacher tap {ct}; set '
+                    f'{entry.key}.{s_arg}={cs} and {entry.key}.{t_arg}={ct} to add an align layer')
+            cfg[s_arg], cfg[t_arg] = cs, ct
+        elif (given_s, given_t) != (cs, ct):
+            raise ValueError(f'{where}: {s_arg}={given_s}, {t_arg}={given_t} in the config, but '
+                             f'the taps give {cs} (student) and {ct} (teacher) channels')
+    elif declared.match_channels and cs != ct:
+        raise ValueError(f'{where}: student tap gives {cs} channels and teacher tap {ct}; '
+                         f'{entry.cfg["type"]} needs them equal')
+    return cfg
+
+
+def check_spatial_size(entry: LossEntry, where: str, fs: torch.Tensor, ft: torch.Tensor) -> None:
+    if fs.dim() == 4 and contract(entry.loss_cls).match_spatial \
+            and fs.shape[2:] != ft.shape[2:] and entry.resize is None:
+        raise ValueError(
+            f'{where}: student map {tuple(fs.shape[2:])} and teacher map {tuple(ft.shape[2:])} '
+            f"differ in size on the dry-run input; set {entry.key}.resize='teacher_to_student' "
+            "or 'student_to_teacher'")
+
+
+# ---------------------------------------------------------------------------------- build
+def make_loss(entry: LossEntry, cfg: dict, where: str) -> nn.Module:
+    try:
+        return entry.loss_cls(**cfg)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f'{where}: cannot build {entry.cfg["type"]}: {err}') from err
+
+
+def build_loss_modules(entry: LossEntry, feats_s: list, feats_t: list,
+                       logit_layers: tuple[str, ...]) -> nn.ModuleList:
+    """One loss module per level (one for an all-levels loss), checked on the dry-run tensors."""
+    if entry.all_levels:
+        return nn.ModuleList([make_loss(entry, entry.loss_kwargs, entry.key)])
+    check_level_pairing(entry, feats_s, feats_t)
+    modules = []
+    for level, (fs, ft) in enumerate(zip(feats_s, feats_t)):
+        where = f'{entry.key} (level {level})' if len(feats_s) > 1 else entry.key
+        cs = fs.shape[1] if fs.dim() > 1 else None
+        ct = ft.shape[1] if ft.dim() > 1 else None
+        check_logit_classes(entry, where, cs, ct, logit_layers)
+        cfg = resolve_channels(entry, where, cs, ct)
+        check_spatial_size(entry, where, fs, ft)
+        modules.append(make_loss(entry, cfg, where))
+    return nn.ModuleList(modules)
+
+
+# ---------------------------------------------------------------------------------- step
+def resize_pair(fs: torch.Tensor, ft: torch.Tensor, mode: str | None) -> tuple:
+    """Resize one map of a pair to the other's size (bilinear), as the entry's ``resize`` says."""
+    if mode is None or fs.dim() != 4 or fs.shape[2:] == ft.shape[2:]:
+        return fs, ft
+    if mode == 'teacher_to_student':
+        return fs, F.interpolate(ft, size=fs.shape[2:], mode='bilinear', align_corners=False)
+    return F.interpolate(fs, size=ft.shape[2:], mode='bilinear', align_corners=False), ft
+
+
+def zero_loss(modules: nn.Module, device: torch.device) -> torch.Tensor:
+    """A zero loss that still touches every trainable parameter of ``modules`` (a stopped entry:
+    DDP sees all parameters used)."""
+    zero = torch.zeros((), device=device)
+    for p in modules.parameters():
+        if p.requires_grad:
+            zero = zero + p.sum() * 0.
+    return zero

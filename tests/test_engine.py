@@ -1,0 +1,62 @@
+"""Engine pieces: a wrapper is recognised by its type, the runner by ``runner_type``."""
+import os
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+
+pytest.importorskip('mmdet')
+pytest.importorskip('mmpretrain')
+
+from mmdet.registry import MODELS as DET_MODELS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import mmdistill  # noqa: E402,F401
+from mmdistill.engine import DistillRunner, distiller_class, prepare_config  # noqa: E402
+from mmdistill.engine.cli import build_runner  # noqa: E402
+from mmdistill.models import DistillDetector  # noqa: E402
+from tests.conftest import ROOT, SHARED_DATA  # noqa: E402
+from tests.utils import tiny_classifier  # noqa: E402
+
+
+@DET_MODELS.register_module(force=True)
+class MyTeamDistiller(DistillDetector):
+    """A user's own wrapper: a distiller by type, whatever its name."""
+
+
+def test_distillers_are_recognised_by_type():
+    assert distiller_class(Config(dict(default_scope='mmdet', model=dict(
+        type='DistillDetector')))) is DistillDetector
+    assert distiller_class(Config(dict(default_scope='mmdet', model=dict(
+        type='MyTeamDistiller')))) is MyTeamDistiller
+    assert distiller_class(Config(dict(default_scope='mmdet', model=dict(
+        type='RetinaNet')))) is None
+    assert distiller_class(Config(dict(model=dict(type=MyTeamDistiller)))) is MyTeamDistiller
+    cfg = prepare_config(Config(dict(default_scope='mmdet', model=dict(type='MyTeamDistiller'),
+                                     custom_hooks=[])))
+    assert [h['type'] for h in cfg.custom_hooks] == ['DistillStateHook']
+    plain = prepare_config(Config(dict(default_scope='mmdet', model=dict(type='RetinaNet'))))
+    assert 'custom_hooks' not in plain
+
+
+def _cls_config(tmp_path, **extra):
+    from mmdistill.experiments.cifar import cifar_config
+    cfg = cifar_config(tiny_classifier(8), os.path.join(SHARED_DATA, 'cifar10'),
+                       str(tmp_path / 'run'), 2, 4, 0.01, 'engine', progress=False)
+    cfg.update(extra)
+    return Config(cfg)
+
+
+def test_runner_type_is_honoured(tmp_path):
+    assert type(build_runner(_cls_config(tmp_path))) is DistillRunner
+    assert type(build_runner(_cls_config(tmp_path, runner_type='Runner'))) is Runner
+
+
+def test_auto_scale_lr_without_the_config_key_is_a_clear_error(tmp_path):
+    path = str(tmp_path / 'cfg.py')
+    _cls_config(tmp_path).dump(path)
+    out = subprocess.run([sys.executable, 'tools/train.py', path, '--auto-scale-lr'], cwd=ROOT,
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode != 0
+    assert '--auto-scale-lr: the config has no auto_scale_lr' in out.stderr
