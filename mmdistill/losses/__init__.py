@@ -17,6 +17,5 @@ from .ofa import OFALoss
 from .pkd import PKDLoss
 from .sdd import SDDLoss
 
-__all__ = ['ATLoss', 'DistillLoss', 'CCDLoss', 'CRDLoss', 'CTKDLoss', 'CWDLoss', 'DKDLoss', 'FGDLoss',
-           'FitNetLoss', 'KDLoss', 'MGDLoss', 'OFALoss', 'PKDLoss',
-           'SDDLoss']
+__all__ = ['ATLoss', 'CCDLoss', 'CRDLoss', 'CTKDLoss', 'CWDLoss', 'DKDLoss', 'DistillLoss',
+           'FGDLoss', 'FitNetLoss', 'KDLoss', 'MGDLoss', 'OFALoss', 'PKDLoss', 'SDDLoss']

@@ -14,7 +14,6 @@ before the attention maps are taken.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdistill.losses.base import DistillLoss

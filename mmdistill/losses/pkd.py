@@ -17,7 +17,6 @@ invariant to each channel's scale and shift, so it suits heterogeneous pairs.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor

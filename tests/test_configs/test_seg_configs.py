@@ -192,7 +192,8 @@ def test_distill_segmentor_builds_with_real_teacher(name, r101_teacher_ckpt):
     model_cfg.dry_run_shape = (64, 64)
     model = MODELS.build(model_cfg)
     assert sorted(model.distill_losses) == sorted(RECIPES[name]['losses'])
-    assert model.frozen_teacher.scope == 'full'  # logit taps: the teacher runs up to its decode head
+    # logit taps: the teacher runs up to its decode head
+    assert model.frozen_teacher.scope == 'full'
     assert all(len(v) == 1 for v in model.distill_losses.values())
     if 'mgd_fea' in model.distill_losses:
         align = model.distill_losses['mgd_fea'][0].align
