@@ -7,6 +7,7 @@ wrappers call them through :func:`build_loss_modules`.
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,11 @@ def parse_entry(name: str, cfg: Any, options: tuple[str, ...] = ()) -> LossEntry
         schedule = WeightSchedule.build(schedule, f'{key}.weight_schedule')
     entry_options = {k: cfg.pop(k) for k in options if k in cfg}
     declared = contract(loss_cls)
+    takes_weight = 'loss_weight' in inspect.signature(loss_cls.__init__).parameters
+    if declared is loss_cls and takes_weight != declared.owns_weight:
+        takes = 'takes' if takes_weight else 'does not take'
+        raise TypeError(f'{key}.type: {loss_cls.__name__} {takes} loss_weight but declares '
+                        f'owns_weight = {declared.owns_weight}')
     weight = 1.0 if declared.owns_weight else float(cfg.pop('loss_weight', 1.0))
     return LossEntry(name, key, student_taps, teacher_taps, weight, resize, loss_cls,
                      tuple(declared.extra_inputs), cfg, entry_options, schedule)

@@ -53,7 +53,8 @@ def model_config(cfg: Config) -> dict:
     return model
 
 
-def load_teacher_weights(model: nn.Module, checkpoint: str, key: str = f'{_KEY}.checkpoint') -> None:
+def load_teacher_weights(model: nn.Module, checkpoint: str,
+                         key: str = f'{_KEY}.checkpoint') -> None:
     """Load ``checkpoint`` into ``model`` strictly, as weights only.
 
     Raises with the key named when the file is missing, holds more than tensors and plain
@@ -187,9 +188,14 @@ class Teacher:
         """The teacher's view of the student's preprocessed ``inputs``."""
         return inputs if self.renorm is None else self.renorm(inputs)
 
-    def run(self, inputs: torch.Tensor, data_samples: list | None) -> None:
-        """Forward (no grad, autocast) as far as the taps need; the recorder keeps the taps."""
-        dtype = AUTOCAST[self.autocast]
+    def __deepcopy__(self, memo: dict) -> 'Teacher':
+        """The frozen teacher is shared, not copied (mmengine's EMAHook deep-copies the model)."""
+        return self
+
+    def run(self, inputs: torch.Tensor, data_samples: list | None, autocast: bool = True) -> None:
+        """Forward (no grad, autocast unless ``autocast=False``) as far as the taps need; the
+        recorder keeps the taps."""
+        dtype = AUTOCAST[self.autocast] if autocast else None
         autocast = torch.autocast(inputs.device.type, dtype=dtype, enabled=dtype is not None)
         with torch.no_grad(), autocast:
             run_to_scope(self.model, self.scope, self.inputs(inputs), data_samples)

@@ -2,7 +2,8 @@
 
 For the student's parameters ``theta``, the task loss ``L_task`` (the student's own losses) and
 the distillation entries ``L_i`` (weighted, as trained), with gradients ``g_x = dL_x / dtheta``
-and their sum ``g = g_task + sum_i g_i`` (the gradient the optimiser sees, before clipping):
+and their sum ``g = g_task + sum_i g_i`` (the student's gradient of this step, on this process,
+unscaled, before clipping; the loss modules' own parameters are left out):
 
 - ``ratio_i = L_i / L_task``;
 - ``grad_norm_x = ||g_x||``;
@@ -61,6 +62,8 @@ def loss_balance(task_losses: Mapping[str, Tensor | list[Tensor]],
     task = sum_losses(task_losses)
     task_value = float(task.detach())
     names = {key: key[len('loss_'):] if key.startswith('loss_') else key for key in distill_losses}
+    if 'task' in names.values():
+        raise ValueError("loss_balance: a distillation entry named 'task' would hide the task loss")
     out = {}
     for key, name in names.items():
         value = float(distill_losses[key].detach())

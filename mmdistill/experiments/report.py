@@ -24,12 +24,12 @@ def track_markdown(track: dict) -> str:
     for r in rows:
         per_seed = ' / '.join(f'{v:.2f}' for v in r['values'])
         if 'delta_mean' in r:
-            delta = f'{r["delta_mean"]:+.2f} ± {r["delta_std"]:.2f}'
+            delta = f'{r["delta_mean"]:+.2f} ± {_fmt(r["delta_std"])}'
             wins = f'{r["wins"]}/{len(r["delta"])}'
             base = BASELINE_NAMES[r['baseline']]
         else:
             delta, wins, base = '-', '-', '-'
-        lines.append(f'| {r["label"]} | {per_seed} | {r["mean"]:.2f} ± {r["std"]:.2f} | {base} '
+        lines.append(f'| {r["label"]} | {per_seed} | {r["mean"]:.2f} ± {_fmt(r["std"])} | {base} '
                      f'| {delta} | {wins} | {_fmt(r["ratio"], 3)} | {_fmt(r["grad_share"], 3)} '
                      f'| {_fmt(r["grad_cos"], 3)} | {r["seconds"]:.0f} |')
     if n_seeds:

@@ -186,12 +186,12 @@ def _balance_summary(rows: list[dict]) -> dict:
 
     cos = [v for r in rows for k, v in r.items() if k.startswith('grad_cos_')
            and not math.isnan(v)]
-    share = [r for r in rows if any(k.startswith('grad_share_') and k != 'grad_share_task'
-                                    for k in r)]
+    shares = [sum(v for k, v in r.items() if k.startswith('grad_share_') and k != 'grad_share_task')
+              for r in rows if any(k.startswith('grad_share_') and k != 'grad_share_task'
+                                   for k in r)]
+    shares = [v for v in shares if not math.isnan(v)]
     return dict(ratio=mean_of('ratio_'),
-                grad_share=(statistics.fmean(
-                    sum(v for k, v in r.items() if k.startswith('grad_share_')
-                        and k != 'grad_share_task') for r in share) if share else None),
+                grad_share=statistics.fmean(shares) if shares else None,
                 grad_cos=statistics.fmean(cos) if cos else None)
 
 
@@ -281,14 +281,14 @@ def summarise(method: Method, key: str, runs: dict[int, dict],
     values = [runs[s]['value'] for s in seeds]
     row = dict(key=key, label=method.label, baseline=method.baseline, seeds=seeds,
                values=values, mean=statistics.fmean(values),
-               std=statistics.stdev(values) if len(values) > 1 else 0.0,
+               std=statistics.stdev(values) if len(values) > 1 else None,
                seconds=statistics.fmean(runs[s]['seconds'] for s in seeds),
                curves={s: runs[s]['curve'] for s in seeds if runs[s]['curve']})
     if method.baseline is not None and method.baseline in all_runs:
         base = all_runs[method.baseline]
         deltas = [runs[s]['value'] - base[s]['value'] for s in seeds if s in base]
         row.update(delta=deltas, delta_mean=statistics.fmean(deltas),
-                   delta_std=statistics.stdev(deltas) if len(deltas) > 1 else 0.0,
+                   delta_std=statistics.stdev(deltas) if len(deltas) > 1 else None,
                    wins=int(sum(d > 0 for d in deltas)))
     balances = [runs[s]['balance'] for s in seeds if runs[s].get('balance')]
     for name in ('ratio', 'grad_share', 'grad_cos'):

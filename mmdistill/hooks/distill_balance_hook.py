@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os.path as osp
 
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -18,8 +19,9 @@ class DistillBalanceHook(Hook):
     backward pass per loss).
 
     The values go to mmengine's message hub as ``train/<key>`` scalars, so the logger prints them
-    and every visualizer backend (TensorBoard, W&B, ...) receives them; each measured step is also
-    a line of ``<work_dir>/<out_file>`` (json). Add it with
+    and every visualizer backend (TensorBoard, W&B, ...) receives them at the logger's interval;
+    each measured step is also a line of ``<work_dir>/<out_file>`` (json, written by the main
+    process). Under DDP they describe the main process's own batch. Add it with
     ``custom_hooks = [dict(type='DistillBalanceHook', interval=1, grad_interval=50)]``.
     """
 
@@ -50,6 +52,6 @@ class DistillBalanceHook(Hook):
         stats, model.balance_stats = model.balance_stats, None
         for key, value in stats.items():
             runner.message_hub.update_scalar(f'train/{key}', value)
-        if self.out_file:
+        if self.out_file and is_main_process():
             with open(osp.join(runner.work_dir, self.out_file), 'a') as f:
                 f.write(json.dumps(dict(iter=runner.iter + 1, **stats)) + '\n')

@@ -138,3 +138,26 @@ def test_region_logit_loss_refused_where_no_wrapper_gives_them(tmp_path):
         _build('mmdet', 'DistillDetector', tiny_retinanet(16, 32), tiny_retinanet(16, 32),
                dict(sdd=dict(type='SDDLoss', student='backbone[3]', teacher='backbone[3]')),
                tmp_path)
+
+
+def test_weight_ownership_must_match_the_signature():
+    from mmdistill.entries import parse_entry
+
+    @DISTILL_LOSSES.register_module(force=True)
+    class ToyWeightedLoss(DistillLoss):  # takes loss_weight, forgot owns_weight = True
+        def __init__(self, loss_weight: float = 1.0):
+            super().__init__()
+
+    with pytest.raises(TypeError, match='takes loss_weight but declares owns_weight = False'):
+        parse_entry('w', dict(type='ToyWeightedLoss', student='neck', teacher='neck'))
+
+
+def test_teacher_is_shared_by_deepcopy(tmp_path):
+    """mmengine's EMAHook deep-copies the model: the frozen teacher is not duplicated."""
+    pytest.importorskip('mmpretrain')
+    model = _build('mmpretrain', 'DistillClassifier', tiny_classifier(8), tiny_classifier(8),
+                   dict(toy=dict(type='ToyAbsLoss', student='backbone[-1]',
+                                 teacher='backbone[-1]')), tmp_path, dry_run_shape=(32, 32))
+    twin = copy.deepcopy(model)
+    assert twin.frozen_teacher is model.frozen_teacher and twin.teacher is model.teacher
+    assert twin.student is not model.student
