@@ -8,6 +8,11 @@ def _fmt(value, digits: int = 2) -> str:
     return '-' if value is None else f'{value:.{digits}f}'
 
 
+def _pm(std: float | None) -> str:
+    """' ± std', or nothing for a single seed."""
+    return '' if std is None else f' ± {std:.2f}'
+
+
 def track_markdown(track: dict) -> str:
     """One track: setting, teacher, then a row per method with mean ± std over the seeds, the
     paired difference to its baseline (mean ± std, wins out of seeds) and the loss balance."""
@@ -24,17 +29,18 @@ def track_markdown(track: dict) -> str:
     for r in rows:
         per_seed = ' / '.join(f'{v:.2f}' for v in r['values'])
         if 'delta_mean' in r:
-            delta = f'{r["delta_mean"]:+.2f} ± {_fmt(r["delta_std"])}'
+            delta = f'{r["delta_mean"]:+.2f}' + _pm(r['delta_std'])
             wins = f'{r["wins"]}/{len(r["delta"])}'
             base = BASELINE_NAMES[r['baseline']]
         else:
             delta, wins, base = '-', '-', '-'
-        lines.append(f'| {r["label"]} | {per_seed} | {r["mean"]:.2f} ± {_fmt(r["std"])} | {base} '
+        lines.append(f'| {r["label"]} | {per_seed} | {r["mean"]:.2f}{_pm(r["std"])} | {base} '
                      f'| {delta} | {wins} | {_fmt(r["ratio"], 3)} | {_fmt(r["grad_share"], 3)} '
                      f'| {_fmt(r["grad_cos"], 3)} | {r["seconds"]:.0f} |')
     if n_seeds:
+        seeds = f'{n_seeds} seed' + ('s' if n_seeds > 1 else '')
         lines += ['', f'Δ: the method minus its baseline on the same seed (same initial student '
-                  f'weights, same data order), over {n_seeds} seeds. distill / task loss: the '
+                  f'weights, same data order), over {seeds}. distill / task loss: the '
                   'weighted distillation loss over the student\'s own loss, mean over the '
                   'steps; grad share: its part of the gradient step, <g_distill, g> / |g|^2; '
                   'cos: between the distillation and the task gradients (DistillBalanceHook, '
@@ -71,6 +77,8 @@ def plot_study(results: dict, path: str) -> str:
                 ax.axhline(r['mean'], ls='--', lw=1, color=colours[r['key'] if r['key'] ==
                                                                     'inherit' else 'alone'],
                            label=f'{r["label"]} (mean)')
+        ax.axhline(track['teacher']['value'], ls=':', lw=1.2, color='#2ca02c',
+                   label=f'teacher ({track["teacher"]["value"]:.1f})')
         ax.set_xticks(list(xs), [r['label'].replace(' (', '\n(') for r in rows], rotation=35,
                       ha='right', fontsize=7)
         ax.set_ylabel(track['metric_label'])
