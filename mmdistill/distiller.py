@@ -18,7 +18,7 @@ from torch import nn
 
 from .analysis import loss_balance
 from .entries import (LossEntry, build_loss_modules, check_extra_inputs, check_region_logits,
-                      parse_entry, resize_pair, zero_loss)
+                      check_tapped_inputs, parse_entry, resize_pair, zero_loss)
 from .losses.base import DistillLoss
 from .recorder import FeatureRecorder, Tap, run_to_scope, scope_of
 from .teacher import (Teacher, check_autocast, inherit_weights, load_teacher_state,
@@ -136,7 +136,8 @@ class BaseDistiller(BaseModel):
                     self.distill_losses[entry.name] = modules
                     if isinstance(modules[0], DistillLoss):  # it may need more than its class
                         entry.extra_inputs = tuple(modules[0].extra_inputs)
-                        self._check_tapped_inputs(entry)
+                        check_tapped_inputs(entry, tuple(dict(self.extra_taps)),
+                                            set(self._extra_taps))
                     check_region_logits(entry, modules[0], self.gives_region_logits, wrapper)
                     check_extra_inputs(entry, self.provided_inputs, wrapper)
                     self._check_entry(entry, list(modules), feats_s, feats_t)
@@ -150,14 +151,6 @@ class BaseDistiller(BaseModel):
         return ([f for t in entry.student_taps
                  for f in self._student_rec.get(t, entry.key + '.student')],
                 [f for t in entry.teacher_taps for f in teacher_rec.get(t, entry.key + '.teacher')])
-
-    def _check_tapped_inputs(self, entry: LossEntry) -> None:
-        late = [x for x in entry.extra_inputs
-                if x in dict(self.extra_taps) and x not in self._extra_taps]
-        if late:
-            raise ValueError(f'{entry.key}: {entry.cfg["type"]} asks for {late} only on the '
-                             'instance; declare them in the class attribute extra_inputs, so '
-                             'that the wrapper records them')
 
     def _check_entry(self, entry: LossEntry, modules: list, feats_s: list, feats_t: list) -> None:
         """Wrapper-specific build-time checks of an entry's tapped tensors (dry run)."""

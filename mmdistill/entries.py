@@ -99,6 +99,16 @@ def check_extra_inputs(entry: LossEntry, provided: tuple[str, ...], wrapper: str
                          f'cannot give (it gives {list(provided)})')
 
 
+def check_tapped_inputs(entry: LossEntry, tapped: tuple[str, ...], recorded: set[str]) -> None:
+    """An input the wrapper reads from a student tap must be declared on the class: the taps
+    are set up from the class declarations before the loss modules exist."""
+    late = [x for x in entry.extra_inputs if x in tapped and x not in recorded]
+    if late:
+        raise ValueError(f'{entry.key}: {entry.cfg["type"]} asks for {late} only on the '
+                         'instance; declare them in the class attribute extra_inputs, so '
+                         'that the wrapper records them')
+
+
 def check_region_logits(entry: LossEntry, module: nn.Module, gives: bool, wrapper: str) -> None:
     scales = module.region_scales if isinstance(module, DistillLoss) else None
     if scales is not None and not gives:

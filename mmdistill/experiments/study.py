@@ -179,19 +179,16 @@ def _read_jsonl(path: str) -> list[dict]:
 def _balance_summary(rows: list[dict]) -> dict:
     """Run means of the summed loss ratio, the summed gradient share and the mean cosine."""
     def mean_of(prefix):
-        values = [sum(v for k, v in r.items() if k.startswith(prefix)) for r in rows
-                  if any(k.startswith(prefix) for k in r)]
+        """Mean over the steps that measured it of the entries' summed ``prefix`` values."""
+        per_row = [[v for k, v in r.items() if k.startswith(prefix) and k != 'grad_share_task']
+                   for r in rows]
+        values = [sum(vs) for vs in per_row if vs]
         values = [v for v in values if not math.isnan(v)]
         return statistics.fmean(values) if values else None
 
     cos = [v for r in rows for k, v in r.items() if k.startswith('grad_cos_')
            and not math.isnan(v)]
-    shares = [sum(v for k, v in r.items() if k.startswith('grad_share_') and k != 'grad_share_task')
-              for r in rows if any(k.startswith('grad_share_') and k != 'grad_share_task'
-                                   for k in r)]
-    shares = [v for v in shares if not math.isnan(v)]
-    return dict(ratio=mean_of('ratio_'),
-                grad_share=statistics.fmean(shares) if shares else None,
+    return dict(ratio=mean_of('ratio_'), grad_share=mean_of('grad_share_'),
                 grad_cos=statistics.fmean(cos) if cos else None)
 
 
