@@ -31,13 +31,11 @@ def export_student(config: str | Config, checkpoint: str, out: str,
     For a plain (non-distillation) config it writes the whole model's weights: the way to turn
     a teacher trained with mmengine into a weights-only teacher checkpoint.
 
-    Training checkpoints hold mmengine's message hub and numpy arrays, so this loads the run's own
-    checkpoint with those types allowed (never use it on files from elsewhere).
+    Training checkpoints hold mmengine's message hub and numpy arrays: ``import mmdistill``
+    allows exactly those types under torch's weights-only loading.
     """
-    from .engine.runner import run_checkpoint_globals
     cfg = Config.fromfile(config) if isinstance(config, str) else config
-    with torch.serialization.safe_globals(run_checkpoint_globals()):
-        ckpt = torch.load(checkpoint, map_location='cpu')
+    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
     state = ckpt.get('state_dict', ckpt)
     distill = distiller_class(cfg) is not None
     prefix = 'student.' if distill else ''

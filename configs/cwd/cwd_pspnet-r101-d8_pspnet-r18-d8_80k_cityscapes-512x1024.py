@@ -10,6 +10,7 @@
 _base_ = ['mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py']  # student, data, 80k
 
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 # Teacher weights (mmseg model zoo, mIoU 79.76), download into checkpoints/:
 # https://download.openmmlab.com/mmsegmentation/v0.5/pspnet/pspnet_r101-d8_512x1024_80k_cityscapes/pspnet_r101-d8_512x1024_80k_cityscapes_20200606_112211-e1e1100f.pth  # noqa: E501

@@ -7,6 +7,7 @@
 _base_ = ['mmpretrain::mobilenet_v2/mobilenet-v2_8xb32_in1k.py']  # student, data
 
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 # Teacher weights (mmpretrain model zoo, top-1 76.55), download into checkpoints/:
 # https://download.openmmlab.com/mmclassification/v0/resnet/resnet50_8xb32_in1k_20210831-ea4938fc.pth  # noqa: E501

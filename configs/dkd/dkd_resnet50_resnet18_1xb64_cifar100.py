@@ -7,6 +7,7 @@
 _base_ = ['mmpretrain::resnet/resnet50_8xb16_cifar100.py']  # data (CIFAR-100), runtime
 
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 # Teacher weights (mmpretrain model zoo, ResNet-50 CIFAR-100 top-1 79.90), into checkpoints/:
 # https://download.openmmlab.com/mmclassification/v0/resnet/resnet50_b16x8_cifar100_20210528-67b58a1b.pth  # noqa: E501

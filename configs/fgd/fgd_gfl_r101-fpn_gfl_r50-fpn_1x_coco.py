@@ -6,6 +6,7 @@
 _base_ = ['mmdet::gfl/gfl_r50_fpn_1x_coco.py']  # student, data, 1x schedule
 
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 # Teacher weights (mmdet model zoo, box AP 44.7), download into checkpoints/:
 # https://download.openmmlab.com/mmdetection/v2.0/gfl/gfl_r101_fpn_mstrain_2x_coco/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth  # noqa: E501

@@ -6,6 +6,7 @@
 _base_ = ['mmpretrain::resnet/resnet18_8xb32_in1k.py']  # student, data, schedule
 
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 # Teacher weights (mmpretrain model zoo, top-1 73.62), download into checkpoints/:
 # https://download.openmmlab.com/mmclassification/v0/resnet/resnet34_8xb32_in1k_20210831-f257d4e6.pth  # noqa: E501

@@ -7,6 +7,7 @@
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_2x_coco.py']  # student, data, 2x schedule
 
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 # Teacher weights (mmdet model zoo, box AP 41.0), download into checkpoints/:
 # https://download.openmmlab.com/mmdetection/v2.0/retinanet/retinanet_x101_64x4d_fpn_1x_coco/retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.pth  # noqa: E501

@@ -6,6 +6,7 @@
 _base_ = ['mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py']  # student, data, 1x schedule
 
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 # Teacher weights (mmdet model zoo, box AP 42.6), download into checkpoints/:
 # https://download.openmmlab.com/mmdetection/v2.0/fcos/fcos_x101_64x4d_fpn_gn-head_mstrain_640-800_2x_coco/fcos_x101_64x4d_fpn_gn-head_mstrain_640-800_2x_coco_20200229-11f8c079.pth  # noqa: E501

@@ -8,6 +8,7 @@
 _base_ = ['mmdet::rtmdet/rtmdet_s_8xb32-300e_coco.py']  # student, data, 300e schedule, hooks
 
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 # Teacher weights (mmdet model zoo, box AP 49.1), download into checkpoints/:
 # https://download.openmmlab.com/mmdetection/v3.0/rtmdet/rtmdet_m_8xb32-300e_coco/rtmdet_m_8xb32-300e_coco_20220719_112220-229f527c.pth  # noqa: E501

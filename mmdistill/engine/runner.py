@@ -1,7 +1,6 @@
-"""The Runner the tools use: mmengine's, with resume working under torch >= 2.6 defaults."""
+"""The Runner of distillation configs: mmengine's, with exact, fast resume and CPU launch."""
 from __future__ import annotations
 
-import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
@@ -20,38 +19,49 @@ def distiller_class(cfg: Config) -> type | None:
     return None
 
 
-def run_checkpoint_globals() -> list:
-    """The non-tensor types mmengine writes into its own training checkpoints."""
-    import numpy as np
-    from mmengine.logging import HistoryBuffer
-    if np.lib.NumpyVersion(np.__version__) >= '2.0.0':
-        from numpy._core.multiarray import _reconstruct, scalar
-    else:
-        from numpy.core.multiarray import _reconstruct, scalar
-    dtypes = [type(np.dtype(t)) for t in ('float64', 'float32', 'float16', 'int64', 'int32',
-                                          'uint8', 'bool')]
-    return [HistoryBuffer, getattr, np.ndarray, np.dtype, _reconstruct, scalar, *dtypes]
-
-
 @RUNNERS.register_module()
 class DistillRunner(Runner):
-    """mmengine's Runner; resuming and testing accept the types of mmengine's own checkpoints.
+    """mmengine's Runner, with what a distillation run needs; ``runner_type = 'DistillRunner'``.
 
-    torch >= 2.6 loads checkpoints as weights only. Training checkpoints written by mmengine hold
-    its ``HistoryBuffer`` and numpy arrays, so ``resume`` and ``load_checkpoint`` (the checkpoint
-    given to ``tools/test.py``) allow exactly those types, by allow-list, never by turning
-    ``weights_only`` off. Teacher checkpoints are loaded elsewhere, as plain weights.
+    mmdet's, mmseg's and mmpretrain's own ``tools/train.py`` build the runner a config's
+    ``runner_type`` names, so a config with this line gets, under their tools as under ours:
+
+    * :func:`prepare_config`: :class:`~mmdistill.hooks.DistillStateHook` (RNG states and the
+      teacher's identity in checkpoints) and the dataset size of losses sized from it (CRD);
+    * :func:`~mmdistill.engine.launch.setup_distributed`: gloo and ``device_ids=None`` on
+      machines without CUDA;
+    * :class:`~mmdistill.engine.loops.FastResumeIterBasedTrainLoop` in place of mmengine's
+      ``IterBasedTrainLoop``: a resumed run skips the trained batches by index.
+
+    Checkpoints of mmengine load under torch's weights-only default once ``mmdistill`` is
+    imported (:func:`~mmdistill.engine.checkpoint.allow_mmengine_checkpoints`), with this
+    runner or mmengine's.
     """
 
-    def resume(self, filename: str, resume_optimizer: bool = True,
-               resume_param_scheduler: bool = True, map_location='default') -> None:
-        with torch.serialization.safe_globals(run_checkpoint_globals()):
-            super().resume(filename, resume_optimizer, resume_param_scheduler, map_location)
+    @classmethod
+    def from_cfg(cls, cfg: Config) -> 'DistillRunner':
+        from .launch import setup_distributed
+        if not cfg.get('model', {}).get('skip_teacher', False):
+            prepare_config(cfg)
+        setup_distributed(cfg)
+        return super().from_cfg(cfg)
 
-    def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
-                        revise_keys=[(r'^module.', '')]):
-        with torch.serialization.safe_globals(run_checkpoint_globals()):
-            return super().load_checkpoint(filename, map_location, strict, revise_keys)
+    def build_train_loop(self, loop):
+        from mmengine.registry import LOOPS
+        from mmengine.runner import IterBasedTrainLoop
+
+        from .loops import FastResumeIterBasedTrainLoop
+        if isinstance(loop, dict):
+            loop = dict(loop)
+            loop_type = loop.get('type')
+            if isinstance(loop_type, str):
+                with LOOPS.switch_scope_and_registry(self.cfg.get('default_scope')) as reg:
+                    loop_type = reg.get(loop_type)
+            if loop_type is IterBasedTrainLoop or (loop_type is None
+                                                   and loop.get('by_epoch') is False):
+                loop.pop('by_epoch', None)
+                loop['type'] = FastResumeIterBasedTrainLoop
+        return super().build_train_loop(loop)
 
 
 def prepare_config(cfg: Config, for_test: bool = False) -> Config:

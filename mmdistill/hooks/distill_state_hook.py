@@ -9,6 +9,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
+from mmengine.runner import IterBasedTrainLoop
 
 from ..distiller import distiller_of
 
@@ -32,14 +33,37 @@ def _numpy_state_from_plain(state: tuple) -> tuple:
     return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached
 
 
+def get_rng_state() -> dict:
+    """The global RNG states (torch CPU and CUDA, numpy, python), loadable as weights only."""
+    return dict(torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                numpy=_numpy_state_to_plain(np.random.get_state()), python=random.getstate())
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+    np.random.set_state(_numpy_state_from_plain(state['numpy']))
+    random.setstate(state['python'])
+
+
 @HOOKS.register_module()
 class DistillStateHook(Hook):
     """Save what mmengine's checkpoints leave out, so a resumed run continues exactly.
 
-    * RNG states (torch CPU and CUDA, numpy, python) at save time; restored right before the
-      first iteration after resuming, so model-side randomness (MGD's masks, CRD's negatives,
-      dropout) continues as in the uninterrupted run. Data augmentation drawn while mmengine
-      skips the already-trained batches, or in dataloader workers, is not covered.
+    * RNG states (torch CPU and CUDA, numpy, python) at save time, restored right before the
+      first batch after resuming is loaded. With :class:`~mmdistill.engine.loops.
+      FastResumeIterBasedTrainLoop` (which :class:`~mmdistill.engine.DistillRunner` uses for
+      iteration-based configs) or an epoch-based loop, random augmentation in the main process
+      (``num_workers=0``) and model-side randomness (MGD's masks, CRD's negatives, dropout)
+      continue as in the uninterrupted run. With mmengine's own ``IterBasedTrainLoop``, which
+      skips by loading batches, they are restored before the first iteration instead (model-side
+      randomness only). Workers' RNG is not covered.
+    * Validation leaves the training RNG as it found it, so a run continues the same whether or
+      not it validated at its checkpoint (a checkpoint saved during validation holds the state
+      from before it).
     * The sha256 of the teacher checkpoint; a resumed run whose teacher file changed says so.
     """
 
@@ -47,6 +71,8 @@ class DistillStateHook(Hook):
 
     def __init__(self) -> None:
         self._pending: dict | None = None
+        self._before_val: dict | None = None
+        self._training = False
         self._teacher_sha: dict[str, str] = {}
 
     def _teacher_hash(self, runner) -> tuple[str, str] | None:
@@ -59,10 +85,7 @@ class DistillStateHook(Hook):
         return path, self._teacher_sha[path]
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint['rng_state'] = dict(
-            torch=torch.get_rng_state(),
-            cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            numpy=_numpy_state_to_plain(np.random.get_state()), python=random.getstate())
+        checkpoint['rng_state'] = self._before_val or get_rng_state()
         teacher = self._teacher_hash(runner)
         if teacher is not None:
             checkpoint.setdefault('meta', {})['teacher_checkpoint'] = dict(
@@ -79,12 +102,30 @@ class DistillStateHook(Hook):
                 f'{teacher[1][:12]}...). The resumed run distils from the new teacher.',
                 logger='current', level=30)
 
+    def _restore(self) -> None:
+        if self._pending is not None:
+            state, self._pending = self._pending, None
+            set_rng_state(state)
+
+    def before_train_epoch(self, runner) -> None:
+        loop = runner.train_loop
+        if getattr(loop, 'skips_by_index', False) or not isinstance(loop, IterBasedTrainLoop):
+            self._restore()
+
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        if self._pending is None:
-            return
-        state, self._pending = self._pending, None
-        torch.set_rng_state(state['torch'])
-        if state['cuda'] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state['cuda'])
-        np.random.set_state(_numpy_state_from_plain(state['numpy']))
-        random.setstate(state['python'])
+        self._restore()
+
+    def before_train(self, runner) -> None:
+        self._training = True
+
+    def after_train(self, runner) -> None:
+        self._training = False
+
+    def before_val(self, runner) -> None:
+        if self._training:
+            self._before_val = get_rng_state()
+
+    def after_val(self, runner) -> None:
+        if self._before_val is not None:
+            state, self._before_val = self._before_val, None
+            set_rng_state(state)

@@ -2,6 +2,7 @@
 # Schedule and runtime come from mmseg's PSPNet R18 config; models and data are small.
 _base_ = ['mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py']
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 data_root = '{{fileDirname}}/../../../shared/data/camvid_mini/'
 crop_size = (128, 128)

@@ -2,6 +2,7 @@
 # Dataset, pipeline and runtime come from mmdet's RetinaNet R18 config; the models are narrow.
 _base_ = ['mmdet::retinanet/retinanet_r18_fpn_1x_coco.py']
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 data_root = '{{fileDirname}}/../../../shared/data/coco_tiny/'
 

@@ -3,6 +3,7 @@
 # same global batch) and a deterministic pipeline (no random augmentation).
 _base_ = ['mmpretrain::resnet/resnet18_8xb16_cifar10.py']
 custom_imports = dict(imports=['mmdistill'], allow_failed_imports=False)
+runner_type = 'DistillRunner'  # exact, fast resume (and CPU launch) under any library's train.py
 
 data_root = '{{fileDirname}}/../../../shared/data/cifar10/'
 
