@@ -23,7 +23,8 @@ DEMO_METHODS = ('fgd', 'fgd_inherit', 'pkd', 'pkd_inherit')
 def run_demo(work_dir: str = 'work_dirs/demo', teacher_iters: int = 600,
              student_iters: int = 300, seeds: tuple[int, ...] = (0, ),
              methods: tuple[str, ...] = DEMO_METHODS) -> dict:
-    """Run the demo; print the table, write ``demo.png``; return the track's results."""
+    """Run the demo; print the table, write ``demo.png`` (results, learning curve, loss curves);
+    return the track's results. Progress: a bar per run on a terminal, else a line per tenth."""
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     track = detection_track(osp.join(work_dir, 'det'))
     track.teacher_iters, track.student_iters = teacher_iters, student_iters
@@ -32,6 +33,6 @@ def run_demo(work_dir: str = 'work_dirs/demo', teacher_iters: int = 600,
     print('\n' + track_markdown(results))
     print('\nOne seed: the spread between seeds is as large as these gains (see the README and '
           'tools/analysis/distill_study.py for three seeds of every method).')
-    path = plot_study(dict(tracks=[results]), osp.join(work_dir, 'demo.png'))
+    path = plot_study(dict(tracks=[results]), osp.join(work_dir, 'demo.png'), losses=True)
     print(f'[demo] chart: {path}')
     return results

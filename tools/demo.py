@@ -4,8 +4,10 @@
         [--seeds 0]
 """
 import argparse
+import warnings
 
-from mmdistill.demo import run_demo
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')  # mmengine's import
+from mmdistill.demo import run_demo  # noqa: E402
 
 
 def main() -> None:

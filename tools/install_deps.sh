@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the OpenMMLab stack mmdistill runs on, then mmdistill itself (editable).
-# torch 2.14.1 + torchvision 0.29.1, mmengine 0.10.7, mmcv 2.1.0 (built from its sdist with ops,
-# cached as a wheel under $MMDISTILL_WHEEL_CACHE), mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0.
+# torch 2.14.1 + torchvision 0.29.1, mmcv 2.1.0 (built from its sdist with ops, cached as a wheel
+# under $MMDISTILL_WHEEL_CACHE), then mmdistill[all]: the mmengine, mmdet, mmsegmentation and
+# mmpretrain versions setup.py pins (0.10.7, 3.3.0, 1.2.2, 1.2.0).
 # Idempotent: a second run installs nothing new and takes seconds.
 set -euo pipefail
 PY=${PYTHON:-python3}
@@ -27,7 +28,7 @@ if ! have torch==2.14.1 torchvision==0.29.1; then
   $PIP torch==2.14.1 torchvision==0.29.1
 fi
 # mmcv 2.1.0's setup.py imports pkg_resources; numpy<2 and opencv<4.11 keep the 2023 stack happy.
-$PIP "setuptools==80.9.0" wheel ninja "numpy<2" "opencv-python<4.11" "mmengine==0.10.7"
+$PIP "setuptools==80.9.0" wheel ninja "numpy<2" "opencv-python<4.11"
 
 if ! have mmcv==2.1.0; then
   whl=$(ls "$CACHE"/mmcv-2.1.0-*.whl 2>/dev/null | head -n1 || true)
@@ -50,6 +51,6 @@ if ! have mmcv==2.1.0; then
   $PIP addict packaging Pillow pyyaml yapf
 fi
 
-$PIP "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0" ftfy regex pycocotools pytest
-$PIP --no-deps --no-build-isolation -e "$ROOT"
+# mmdistill with all its extras: setup.py pins mmengine, mmdet, mmsegmentation and mmpretrain
+$PIP --no-build-isolation -e "$ROOT[all]" pytest
 log "done"

@@ -86,7 +86,7 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
     def __init__(self, runner, dataloader, max_iters: int, val_begin: int = 1,
                  val_interval: int = 1000, dynamic_intervals=None) -> None:
         if isinstance(dataloader, dict):
-            dataloader = _fast_forward_config(dataloader)
+            dataloader = fast_forward_config(dataloader)
         super().__init__(runner, dataloader, max_iters, val_begin, val_interval,
                          dynamic_intervals)
         if not isinstance(self.dataloader.batch_sampler, FastForwardBatchSampler):
@@ -94,25 +94,11 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
                             'the dataloader config, not a built DataLoader')
 
     def _start_stream(self) -> None:
-        """Advance the batch sampler ``self._iter`` batches and start the dataloader there."""
-        wrapper: FastForwardBatchSampler = self.dataloader.batch_sampler
-        epoch, advanced = 0, None
+        """Start the dataloader at batch ``self._iter`` (skipped by index when resuming)."""
         if self._iter > 0:
             print_log(f'Skipping the {self._iter} trained batches by their indices (no data '
                       'loaded)', logger='current', level=logging.INFO)
-            advanced = iter(wrapper.batch_sampler)
-            left = self._iter
-            while left:
-                try:
-                    next(advanced)
-                    left -= 1
-                except StopIteration:  # an epoch ended: as _InfiniteDataloaderIterator does
-                    epoch += 1
-                    set_epoch(self.dataloader, epoch)
-                    advanced = iter(wrapper.batch_sampler)
-        wrapper.start(advanced)
-        self.dataloader_iterator = _InfiniteDataloaderIterator(self.dataloader)
-        self.dataloader_iterator._epoch = epoch
+        self.dataloader_iterator = fast_forward(self.dataloader, self._iter)
 
     def run(self):
         """Launch training (mmengine's loop, with the skip by index)."""
@@ -133,7 +119,33 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
         return self.runner.model
 
 
-def _fast_forward_config(dataloader: dict) -> dict:
+def fast_forward(dataloader, n: int) -> _InfiniteDataloaderIterator:
+    """mmengine's infinite iterator over ``dataloader``, positioned after its first ``n`` batches.
+
+    ``dataloader`` has a :class:`FastForwardBatchSampler` (see :func:`fast_forward_config`). Only
+    the wrapped batch sampler runs for the ``n`` batches; at each epoch end the sampler is given
+    the next epoch, as mmengine's iterator does (without its 2 s pause).
+    """
+    wrapper: FastForwardBatchSampler = dataloader.batch_sampler
+    epoch, advanced = 0, None
+    if n > 0:
+        advanced = iter(wrapper.batch_sampler)
+        left = n
+        while left:
+            try:
+                next(advanced)
+                left -= 1
+            except StopIteration:
+                epoch += 1
+                set_epoch(dataloader, epoch)
+                advanced = iter(wrapper.batch_sampler)
+    wrapper.start(advanced)
+    iterator = _InfiniteDataloaderIterator(dataloader)
+    iterator._epoch = epoch
+    return iterator
+
+
+def fast_forward_config(dataloader: dict) -> dict:
     """The dataloader config with its batch sampler wrapped in :class:`FastForwardBatchSampler`."""
     cfg = dict(dataloader)
     inner = cfg.pop('batch_sampler', None)
@@ -144,4 +156,5 @@ def _fast_forward_config(dataloader: dict) -> dict:
     return cfg
 
 
-__all__ = ['FastForwardBatchSampler', 'FastResumeIterBasedTrainLoop', 'set_epoch']
+__all__ = ['FastForwardBatchSampler', 'FastResumeIterBasedTrainLoop', 'fast_forward',
+           'fast_forward_config', 'set_epoch']

@@ -55,17 +55,55 @@ def study_markdown(results: dict, command: str) -> str:
     return '\n'.join(parts)
 
 
-def plot_study(results: dict, path: str) -> str:
+def _task_and_distill(track: dict, seed) -> tuple[set, dict]:
+    """The task loss names (the student-alone run's) and each row's curves of that seed."""
+    curves = {r['label']: r.get('losses', {}).get(seed) or r.get('losses', {}).get(str(seed))
+              for r in track['rows']}
+    alone = next((c for r, c in zip(track['rows'], curves.values()) if r['key'] == 'alone'), {})
+    return {k for k in (alone or {}) if k != 'loss'}, curves
+
+
+def _plot_losses(ax_task, ax_distill, track: dict) -> None:
+    seed = track['rows'][0]['seeds'][0]
+    task, curves = _task_and_distill(track, seed)
+    for label, curve in curves.items():
+        if not curve:
+            continue
+        iters = [p[0] for p in next(iter(curve.values()))]
+        total_task = [sum(curve[k][i][1] for k in task if k in curve) for i in range(len(iters))]
+        line, = ax_task.plot(iters, total_task, lw=1.2, label=label)
+        distill = [k for k in curve if k != 'loss' and k not in task]
+        if distill:
+            ax_distill.plot(iters, [sum(curve[k][i][1] for k in distill)
+                                    for i in range(len(iters))], lw=1.2, color=line.get_color(),
+                            label=label)
+    ax_task.set_title(f'student\'s own loss ({" + ".join(sorted(task))}), seed {seed}',
+                      fontsize=9)
+    ax_distill.set_title('weighted distillation loss', fontsize=9)
+    for ax in (ax_task, ax_distill):
+        ax.set_xlabel('iteration')
+        ax.set_yscale('log')
+        ax.legend(fontsize=7)
+
+
+def plot_study(results: dict, path: str, losses: bool = False) -> str:
     """Per track: the methods' mean ± std with each seed as a dot and the baselines as lines
-    (left), and the student-alone learning curve on training images (right)."""
+    (left), and the student-alone learning curve on training images (right); with ``losses``,
+    below them the training losses of each run of the first seed (student's own, distillation).
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     tracks = results['tracks']
-    fig, axes = plt.subplots(len(tracks), 2, figsize=(13, 3.6 * len(tracks)), squeeze=False,
-                             gridspec_kw=dict(width_ratios=[2.2, 1]))
+    per_track = 2 if losses else 1
+    fig, axes = plt.subplots(per_track * len(tracks), 2,
+                             figsize=(13, 3.6 * per_track * len(tracks)), squeeze=False,
+                             gridspec_kw=dict(width_ratios=[2.2, 1] if not losses else [1, 1]))
     colours = {None: '#888888', 'alone': '#1f77b4', 'inherit': '#d62728'}
-    for (ax, ax_curve), track in zip(axes, tracks):
+    for i, track in enumerate(tracks):
+        ax, ax_curve = axes[per_track * i]
+        if losses:
+            _plot_losses(*axes[per_track * i + 1], track)
         rows = track['rows']
         xs = range(len(rows))
         for x, r in zip(xs, rows):

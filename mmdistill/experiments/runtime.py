@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import os.path as osp
+import sys
 import time
 
 import torch
@@ -15,23 +16,52 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 
+_CONSOLE: list = []  # the stdout of the outermost quiet() (stdout itself outside one)
+
+
+def console():
+    """Where progress goes: the real stdout, also while :func:`quiet` silences the rest."""
+    return _CONSOLE[0] if _CONSOLE else sys.stdout
+
+
 @HOOKS.register_module()
 class ProgressHook(Hook):
-    """Print one short progress line every ``interval`` training iterations."""
+    """Show a run's progress: a tqdm bar with ETA on a terminal (stderr), else one short line
+    every ``interval`` iterations (logs, CI). :meth:`finish` ends the bar with the result."""
 
-    def __init__(self, name: str, interval: int = 50) -> None:
+    def __init__(self, name: str, interval: int = 50, bar: bool | None = None) -> None:
         self.name, self.interval = name, interval
+        self.bar = sys.stderr.isatty() if bar is None else bar
+        self._tqdm = None
         self._start = time.time()
 
     def before_train(self, runner) -> None:
         self._start = time.time()
+        if self.bar:
+            from tqdm import tqdm
+            self._tqdm = tqdm(total=runner.max_iters, initial=runner.iter, desc=self.name,
+                              dynamic_ncols=True, leave=True)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         it = runner.iter + 1
-        if it % self.interval == 0 or it == runner.max_iters:
+        loss = float(torch.as_tensor((outputs or {}).get('loss', float('nan'))).detach())
+        if self._tqdm is not None:
+            self._tqdm.update(1)
+            if it % self.interval == 0:
+                self._tqdm.set_postfix_str(f'loss {loss:.3f}')
+        elif it % self.interval == 0 or it == runner.max_iters:
             parts = ' '.join(f'{k} {float(v.detach()):.3f}' for k, v in (outputs or {}).items())
             print(f'[run]   {self.name} iter {it}/{runner.max_iters}  {parts}  '
-                  f'({time.time() - self._start:.0f} s)', flush=True)
+                  f'({time.time() - self._start:.0f} s)', file=console(), flush=True)
+
+    def finish(self, result: str) -> None:
+        """End the bar (or print a line) with ``result``."""
+        if self._tqdm is not None:
+            self._tqdm.set_postfix_str(result)
+            self._tqdm.close()
+            self._tqdm = None
+        else:
+            print(f'[run] {self.name}: {result}', file=console(), flush=True)
 
 
 @HOOKS.register_module()
@@ -74,44 +104,49 @@ def iter_runtime(iters: int, name: str, seed: int = 0, val_interval: int | None 
 
 
 @contextlib.contextmanager
-def _quiet():
-    """Silence stdout (pycocotools' summaries) and mmengine's console logger."""
+def quiet():
+    """Silence stdout (pycocotools' banners and summaries) and mmengine's console logger below
+    errors; :func:`console` still reaches the real stdout."""
     from mmengine.logging import MMLogger
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.ERROR)
+    _CONSOLE.append(sys.stdout)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
+        _CONSOLE.pop()
         logger.setLevel(level)
 
 
 def train_and_test(cfg: dict, name: str, metric: str = 'coco/bbox_mAP',
-                   defaults: dict | None = None, verbose: bool = True) -> dict:
-    """Train ``cfg`` with :class:`DistillRunner`, test it, save its weights only.
+                   defaults: dict | None = None) -> dict:
+    """Train ``cfg`` with :class:`DistillRunner`, test it, save its weights only; quietly: the
+    :class:`ProgressHook` of the config shows progress and ends with ``metric``.
 
     Returns the test metrics (``defaults`` first: an undertrained detector may detect nothing
     above the score threshold, so its COCO metric returns nothing), ``seconds`` and ``ckpt``, the
     path of ``{'state_dict': ...}`` written to ``<work_dir>/weights.pth`` (what a teacher is
-    loaded from). ``metric`` is the one printed.
+    loaded from).
     """
     from mmengine.config import Config
 
     from ..engine import DistillRunner
     start = time.time()
-    if verbose:
-        print(f'[run] training {name} for {cfg["train_cfg"]["max_iters"]} iterations ...',
-              flush=True)
-    runner = DistillRunner.from_cfg(Config(cfg))
-    runner.train()
-    with _quiet():
+    with quiet():
+        runner = DistillRunner.from_cfg(Config(cfg))
+        runner.logger.setLevel(logging.ERROR)
+        hooks = [h for h in runner.hooks if isinstance(h, ProgressHook)]
+        for hook in hooks:
+            hook.name = name
+        runner.train()
         tested = runner.test()
     metrics = dict({} if defaults is None else defaults, **tested)
     seconds = time.time() - start
-    if verbose:
-        print(f'[run] {name}: {metric} {metrics.get(metric, float("nan")):.3f} ({seconds:.0f} s)',
-              flush=True)
+    result = f'{metric} {metrics.get(metric, float("nan")):.3f} ({seconds:.0f} s)'
+    for hook in hooks:
+        hook.finish(result)
     ckpt = osp.join(cfg['work_dir'], 'weights.pth')  # weights only, as a teacher is loaded
     torch.save({'state_dict': runner.model.state_dict()}, ckpt)
     return dict(metrics, ckpt=ckpt, seconds=seconds)

@@ -192,6 +192,20 @@ def _balance_summary(rows: list[dict]) -> dict:
                 grad_cos=statistics.fmean(cos) if cos else None)
 
 
+def loss_curves(rows: list[dict], points: int = 60) -> dict[str, list]:
+    """Per loss name (``loss`` is the total): ``[[iteration, mean over its bin], ...]``, at most
+    ``points`` bins of consecutive iterations."""
+    if not rows:
+        return {}
+    size = max(len(rows) // points, 1)
+    names = [k for k in rows[0] if k.startswith('loss')]
+    curves = {}
+    for name in names:
+        curves[name] = [[chunk[-1]['iter'], statistics.fmean(r[name] for r in chunk)]
+                        for chunk in (rows[i:i + size] for i in range(0, len(rows), size))]
+    return curves
+
+
 def run_one(track: Track, key: str, seed: int, work_dir: str, init_ckpt: str,
             teacher_ckpt: str, curve: bool = False, reuse: bool = False) -> dict:
     """Train and test one (method, seed) run; return its metric, time, curve and balance."""
@@ -201,11 +215,11 @@ def run_one(track: Track, key: str, seed: int, work_dir: str, init_ckpt: str,
     if reuse and osp.exists(result_file):
         with open(result_file) as f:
             return json.load(f)
-    for stale in ('val_curve.jsonl', 'distill_balance.jsonl'):
+    for stale in ('val_curve.jsonl', 'distill_balance.jsonl', 'losses_rank0.jsonl'):
         if osp.exists(osp.join(run_dir, stale)):
             os.remove(osp.join(run_dir, stale))
     student = with_init(track.student(**method.student_kwargs), init_ckpt)
-    hooks = []
+    hooks = [dict(type='DumpLossesHook')]
     if key == 'alone':
         model = student
     else:
@@ -227,7 +241,8 @@ def run_one(track: Track, key: str, seed: int, work_dir: str, init_ckpt: str,
                   curve=[dict(iter=r['iter'], value=r.get(track.metric, 0.0) * track.scale)
                          for r in _read_jsonl(osp.join(run_dir, 'val_curve.jsonl'))],
                   balance=_balance_summary(_read_jsonl(
-                      osp.join(run_dir, 'distill_balance.jsonl'))))
+                      osp.join(run_dir, 'distill_balance.jsonl'))),
+                  losses=loss_curves(_read_jsonl(osp.join(run_dir, 'losses_rank0.jsonl'))))
     with open(result_file, 'w') as f:
         json.dump(result, f)
     return result
@@ -280,7 +295,8 @@ def summarise(method: Method, key: str, runs: dict[int, dict],
                values=values, mean=statistics.fmean(values),
                std=statistics.stdev(values) if len(values) > 1 else None,
                seconds=statistics.fmean(runs[s]['seconds'] for s in seeds),
-               curves={s: runs[s]['curve'] for s in seeds if runs[s]['curve']})
+               curves={s: runs[s]['curve'] for s in seeds if runs[s]['curve']},
+               losses={s: runs[s]['losses'] for s in seeds if runs[s].get('losses')})
     if method.baseline is not None and method.baseline in all_runs:
         base = all_runs[method.baseline]
         deltas = [runs[s]['value'] - base[s]['value'] for s in seeds if s in base]
