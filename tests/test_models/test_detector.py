@@ -213,11 +213,17 @@ def test_missing_and_misfit_teacher_checkpoint(tmp_path, teacher_ckpt):
 
 
 def test_teacher_checkpoint_with_more_than_weights_refused(tmp_path, teacher_ckpt):
-    """Teacher checkpoints load as weights only: pickled objects are refused, clearly."""
+    """Teacher checkpoints load as weights only: pickled objects are refused, clearly (the types
+    of mmengine's own training checkpoints aside, which ``import mmdistill`` allows)."""
+    import argparse
+
     from mmengine.logging import HistoryBuffer
     state = torch.load(teacher_ckpt)['state_dict']
-    path = str(tmp_path / 'pickled.pth')
+    path = str(tmp_path / 'trained.pth')
     torch.save({'state_dict': state, 'message_hub': HistoryBuffer([1.0], [1])}, path)
+    build(path)  # a teacher trained with mmengine loads as it is
+    path = str(tmp_path / 'pickled.pth')
+    torch.save({'state_dict': state, 'args': argparse.Namespace(lr=0.1)}, path)
     with pytest.raises(ValueError) as err:
         build(path)
     msg = str(err.value)

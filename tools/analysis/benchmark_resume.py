@@ -1,5 +1,5 @@
-"""Time the skip of a resumed run: mmengine's (load and discard the trained batches) vs ours (advance
-the batch sampler by index), on a config's real train dataloader.
+"""Time the skip of a resumed run: mmengine's (load and discard the trained batches) vs ours
+(advance the batch sampler by index), on a config's real train dataloader.
 
     python tools/analysis/benchmark_resume.py [CONFIG] [--iters 2000] [--workers N]
         [--cfg-options k=v ...]
