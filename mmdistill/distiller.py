@@ -39,6 +39,10 @@ class BaseDistiller(BaseModel):
         init_student: copy the teacher's parameters under ``init_student_prefixes`` (or the
             given prefixes) into the student where names and shapes match.
         teacher_autocast: None (full precision), 'fp16' or 'bf16' for the teacher's forward.
+        teacher_channels_last: the teacher's weights and input in channels-last memory format;
+            None (default): on when ``teacher_autocast`` is set (see :class:`Teacher`).
+        student_channels_last: the student's weights in channels-last memory format (its
+            convolutions then run in NHWC; ``tools/train.py --amp`` sets it with bf16 on CPUs).
         save_teacher: write the teacher's weights into training checkpoints.
         skip_teacher: build the student only (testing, export); no distillation loss runs.
         dry_run_shape: (H, W) of the dummy input used at build time to check the taps.
@@ -65,8 +69,10 @@ class BaseDistiller(BaseModel):
 
     def __init__(self, student: dict, teacher: dict | None = None,
                  distill_losses: dict | None = None, init_student: bool | list[str] = False,
-                 teacher_autocast: str | None = None, save_teacher: bool = False,
-                 skip_teacher: bool = False, dry_run_shape: tuple[int, int] | None = None,
+                 teacher_autocast: str | None = None,
+                 teacher_channels_last: bool | None = None, student_channels_last: bool = False,
+                 save_teacher: bool = False, skip_teacher: bool = False,
+                 dry_run_shape: tuple[int, int] | None = None,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         student = ConfigDict(student)
@@ -75,6 +81,8 @@ class BaseDistiller(BaseModel):
         with DefaultScope.overwrite_default_scope(self.registry.scope):
             self.student = self.registry.build(student)
         self.data_preprocessor = self.student.data_preprocessor
+        if student_channels_last:
+            self.student.to(memory_format=torch.channels_last)
         check_autocast(teacher_autocast)
         self.teacher_autocast, self.save_teacher = teacher_autocast, save_teacher
         self.skip_teacher, self.init_student = skip_teacher, init_student
@@ -104,7 +112,7 @@ class BaseDistiller(BaseModel):
         self.frozen_teacher = Teacher.build(
             self.registry, teacher,
             [(t, e.key + '.teacher') for e in self.entries for t in e.teacher_taps],
-            self.data_preprocessor, teacher_autocast)
+            self.data_preprocessor, teacher_autocast, teacher_channels_last)
         self._dry_run(dry_run_shape or self.default_dry_run_shape)
 
     @property

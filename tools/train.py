@@ -4,7 +4,7 @@
 """
 import argparse
 
-from mmdistill.engine import prepare_config
+from mmdistill.engine import prepare_config, use_amp
 from mmdistill.engine.cli import add_common_args, build_runner, load_config
 from mmdistill.engine.launch import setup_distributed
 
@@ -12,7 +12,9 @@ from mmdistill.engine.launch import setup_distributed
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a (distillation) model')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: fp16 AmpOptimWrapper on GPUs, bf16 (and the '
+                        'student in channels-last) on CPUs')
     parser.add_argument('--auto-scale-lr', action='store_true', help='enable auto-scale LR')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
@@ -24,9 +26,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     cfg = load_config(args)
-    if args.amp and cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.amp:
+        use_amp(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError('--auto-scale-lr: the config has no auto_scale_lr = '

@@ -64,6 +64,25 @@ class DistillRunner(Runner):
         return super().build_train_loop(loop)
 
 
+def use_amp(cfg: Config) -> Config:
+    """Mixed-precision training for ``--amp``: mmengine's ``AmpOptimWrapper`` (fp16, dynamic loss
+    scale) where CUDA is, else :class:`~mmdistill.engine.optim.BF16OptimWrapper` with a
+    distillation config's student in channels-last. The teacher's precision is its own
+    (``teacher_autocast``)."""
+    import torch
+    wrapper = cfg.optim_wrapper
+    if wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper', 'BF16OptimWrapper'):
+        return cfg
+    if torch.cuda.is_available():
+        wrapper.type = 'AmpOptimWrapper'
+        wrapper.loss_scale = 'dynamic'
+    else:
+        wrapper.type = 'BF16OptimWrapper'
+        if distiller_class(cfg) is not None:
+            cfg.model.student_channels_last = True
+    return cfg
+
+
 def prepare_config(cfg: Config, for_test: bool = False) -> Config:
     """Adjust a config for our tools.
 
@@ -103,4 +122,4 @@ def _fill_dataset_sizes(cfg: Config) -> None:
             entry[arg] = n
 
 
-__all__ = ['DistillRunner', 'distiller_class', 'prepare_config']
+__all__ = ['DistillRunner', 'distiller_class', 'prepare_config', 'use_amp']

@@ -13,6 +13,7 @@ def test_benchmark_step_quick():
     out = run('tools/analysis/benchmark_step.py',
               osp.join(ROOT, 'tests', 'data', 'fgd_retinanet_tiny_coco-tiny.py'),
               '--repeats', '1', '--warmup', '1', '--random-teacher', '--shape', '64', '96')
-    for row in ('(a) student step', '(b) teacher forward to taps', '(c) distillation step',
-                'c / (a + b)', 'teacher weights'):
+    for row in ('(a) student step', '(b) teacher forward to taps', "(b') teacher forward, bf16",
+                '(c) distillation step, fp32', '(d) distillation step, bf16 + channels-last',
+                '(e) distillation step, both fast', 'teacher weights', '| loss_fgd |'):
         assert row in out, out[-2000:]

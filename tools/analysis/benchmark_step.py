@@ -4,9 +4,13 @@
         [--shape H W] [--batch N] [--random-teacher] [--cfg-options k=v ...]
 
 (a) the student's own training step, (b) the teacher's no-grad forward as far as its taps,
-(c) the full distillation step. Prints medians, c / (a + b), peak memory of each (CUDA max
+(c) the full distillation step; then the fast paths: (b') the teacher in bf16 (or fp16) autocast
+and channels-last (``teacher_autocast``), (d) the step with that teacher, (e) the step with that
+teacher and the student in bf16 autocast and channels-last (``--amp`` on a CPU); and each
+distillation loss with the fast teacher against the fp32 one. Prints medians, each step over
+(a) + (b), peak memory of each (CUDA max
 allocated on a GPU, RSS growth on the CPU) and c / (a + teacher weights + teacher taps).
-``--random-teacher`` builds the teacher with random weights (no checkpoint needed).
+``--random-teacher`` builds the teacher with its own random init (no checkpoint needed).
 Detection configs only: the batch is synthetic (random pixels, 20 boxes per image).
 """
 from __future__ import annotations
@@ -35,6 +39,8 @@ def parse_args() -> argparse.Namespace:
                         help='input size (default: the config\'s Resize scale)')
     parser.add_argument('--batch', type=int, help='images per step (default: the config\'s)')
     parser.add_argument('--random-teacher', action='store_true')
+    parser.add_argument('--fast-teacher', default='bf16', choices=['bf16', 'fp16'],
+                        help='the autocast dtype of the fast teacher (with channels-last)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -137,6 +143,7 @@ def main() -> None:
         t_cfg = model_config(load_config(cfg.model.teacher.config, 'model.teacher.config'))
         _strip_pretrained(t_cfg)
         teacher = MODELS.build(t_cfg)
+        teacher.init_weights()  # its own init (zero-init residuals): finite features
         path = os.path.join(tmp.name, 'teacher.pth')
         torch.save({'state_dict': teacher.state_dict()}, path)
         cfg.model.teacher.checkpoint = path
@@ -154,19 +161,30 @@ def main() -> None:
     batch = synthetic_batch(n, shape, num_classes)
     processed = model.data_preprocessor(synthetic_batch(n, shape, num_classes), True)
 
+    from mmdistill.engine.optim import BF16OptimWrapper
+    bf16_optim = BF16OptimWrapper(optimizer=distill_optim.optimizer)
+    teacher = model.frozen_teacher
+    fast = args.fast_teacher
+
+    def mode(fast_teacher: bool, fast_student: bool = False) -> None:
+        """Teacher: fp32 contiguous, or ``--fast-teacher`` (autocast + channels-last); student:
+        fp32 contiguous or bf16 + channels-last (what ``--amp`` does on a CPU)."""
+        teacher.configure(fast if fast_teacher else None, True if fast_teacher else False)
+        model.student.to(memory_format=torch.channels_last if fast_student
+                         else torch.contiguous_format)
+
     def student_step():
         model.student.train_step(batch, student_optim)
-
-    teacher = model.frozen_teacher
 
     def teacher_forward():
         with teacher.recorder.recording():
             teacher.run(processed['inputs'], processed['data_samples'])
 
-    def distill_step():
-        model.train_step(batch, distill_optim)
+    def distill_step(optim):
+        return lambda: model.train_step(batch, optim)
 
     taps_bytes = 0
+    mode(False)
     with teacher.recorder.recording():
         teacher.run(processed['inputs'], processed['data_samples'])
         for entry in model.entries:
@@ -175,14 +193,32 @@ def main() -> None:
                                   for t in teacher.recorder.get(tap, entry.key))
     teacher_bytes = teacher.weight_bytes
 
-    phases = dict(a=student_step, b=teacher_forward, c=distill_step)
+    def distill_losses(fast_teacher: bool) -> dict[str, float]:
+        mode(fast_teacher)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            losses = model.loss(processed['inputs'], processed['data_samples'])
+        return {k: float(sum(v) if isinstance(v, (list, tuple)) else v)
+                for k, v in losses.items() if k.startswith('loss_') and
+                k[len('loss_'):] in {e.name for e in model.entries}}
+
+    # before any step changes the student (random batches can make its weights diverge)
+    ref, fast_losses = distill_losses(False), distill_losses(True)
+    # phase: ((fast teacher, fast student), what is timed); the mode is set outside the timing
+    phases = dict(a=((False, False), student_step), b=((False, False), teacher_forward),
+                  b_fast=((True, False), teacher_forward),
+                  c=((False, False), distill_step(distill_optim)),
+                  d=((True, False), distill_step(distill_optim)),
+                  e=((True, True), distill_step(bf16_optim)))
     for _ in range(args.warmup):
-        for fn in phases.values():
+        for setting, fn in phases.values():
+            mode(*setting)
             fn()
     times = {k: [] for k in phases}
     mems = {k: [] for k in phases}
     for _ in range(args.repeats):
-        for key, fn in phases.items():  # interleaved: a, b, c, a, b, c, ...
+        for key, (setting, fn) in phases.items():  # interleaved: a, b, ..., e, a, b, ...
+            mode(*setting)
             t, m = _timed(fn, args.device)
             times[key].append(t)
             mems[key].append(m)
@@ -200,15 +236,27 @@ def main() -> None:
     print(f'\n{os.path.basename(args.config)}: batch {n} x {shape[0]}x{shape[1]}, '
           f'{args.repeats} interleaved repeats after {args.warmup} warm-up; {device}; '
           f'torch {torch.__version__}')
-    print(f'| phase | median ms | peak MiB ({mem_kind}) |')
-    print('|---|---:|---:|')
-    names = dict(a='(a) student step', b='(b) teacher forward to taps', c='(c) distillation step')
+    print(f'| phase | median ms | peak MiB ({mem_kind}) | / (a + b) |')
+    print('|---|---:|---:|---:|')
+    names = {'a': '(a) student step (fp32)', 'b': '(b) teacher forward to taps (fp32)',
+             'b_fast': f'(b\') teacher forward, {fast} + channels-last',
+             'c': '(c) distillation step, fp32 teacher',
+             'd': f'(d) distillation step, {fast} + channels-last teacher',
+             'e': f'(e) distillation step, both fast (+ bf16 channels-last student)'}
+    base = med['a'] + med['b']
     for key in phases:
-        print(f'| {names[key]} | {med[key]:.1f} | {peak[key]:.1f} |')
-    print(f'| c / (a + b) | {med["c"] / (med["a"] + med["b"]):.3f} | |')
+        ratio = f'{med[key] / base:.3f}' if key in 'cde' else \
+            (f'{med["b"] / med["b_fast"]:.2f}x faster' if key == 'b_fast' else '')
+        print(f'| {names[key]} | {med[key]:.1f} | {peak[key]:.1f} | {ratio} |')
     budget = peak['a'] + (teacher_bytes + taps_bytes) / 2**20
     print(f'| c / (a + teacher weights {teacher_bytes / 2**20:.1f} MiB + taps '
-          f'{taps_bytes / 2**20:.1f} MiB) | | {peak["c"] / budget:.3f} |')
+          f'{taps_bytes / 2**20:.1f} MiB) | | {peak["c"] / budget:.3f} | |')
+    print('\nratios: the step over (a) + (b), the fp32 student step and fp32 teacher forward.')
+    print(f'\n| distillation loss | fp32 teacher | {fast} + channels-last teacher | rel. diff |')
+    print('|---|--:|--:|--:|')
+    for name, value in ref.items():
+        diff = abs(fast_losses[name] - value) / max(abs(value), 1e-12)
+        print(f'| {name} | {value:.6g} | {fast_losses[name]:.6g} | {100 * diff:.2f} % |')
     tmp.cleanup()
 
 
