@@ -224,7 +224,8 @@ def test_official_init():
         assert abs(conv.weight.std().item() - math.sqrt(2 / 256)) < 0.03
     # With the zero-initialised adds the global term is sum((S - T)^2) / N.
     loss = FGDLoss(4, 4, alpha_fgd=0, beta_fgd=0, gamma_fgd=0, lambda_fgd=1.0).double()
-    s, t = torch.randn(2, 4, 3, 5, dtype=torch.float64), torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    s = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    t = torch.randn(2, 4, 3, 5, dtype=torch.float64)
     out = loss(s, t, [torch.zeros(0, 4)] * 2, (24, 40))
     torch.testing.assert_close(out, (s - t).square().sum() / 2)
 

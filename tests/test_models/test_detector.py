@@ -101,7 +101,8 @@ def test_checkpoint_has_no_teacher(teacher_ckpt):
     t_keys = [k for k in state if k.startswith('teacher.')]
     assert len(t_keys) == len(with_teacher.teacher.state_dict())
     # loading such a checkpoint restores the teacher from it
-    state = {k: (v + 1 if k == 'teacher.neck.fpn_convs.0.conv.bias' else v) for k, v in state.items()}
+    bias = 'teacher.neck.fpn_convs.0.conv.bias'
+    state = {k: (v + 1 if k == bias else v) for k, v in state.items()}
     with_teacher.load_state_dict(state, strict=True)
     assert torch.equal(with_teacher.teacher.neck.fpn_convs[0].conv.bias,
                        state['teacher.neck.fpn_convs.0.conv.bias'])

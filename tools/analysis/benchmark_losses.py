@@ -349,8 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f'after {args.warmup} warm-up')
     bw_copy, bw_add = measure_bandwidth(device, cfg['bw_mbytes'], repeats, timer)
     bandwidth = max(bw_copy, bw_add)
-    gflops = measure_matmul(device, 512 if args.quick else (8192 if device.type == 'cuda' else 2048),
-                            repeats, timer)
+    mm_size = 512 if args.quick else (8192 if device.type == 'cuda' else 2048)
+    gflops = measure_matmul(device, mm_size, repeats, timer)
     print(f'Memory bandwidth: {bandwidth:.1f} GB/s (copy {bw_copy:.1f}, add {bw_add:.1f}; '
           f'{cfg["bw_mbytes"]} MiB tensors, bytes read + written); matmul {gflops:.0f} GFLOP/s')
     sys.stdout.flush()

@@ -242,7 +242,7 @@ def main() -> None:
              'b_fast': f'(b\') teacher forward, {fast} + channels-last',
              'c': '(c) distillation step, fp32 teacher',
              'd': f'(d) distillation step, {fast} + channels-last teacher',
-             'e': f'(e) distillation step, both fast (+ bf16 channels-last student)'}
+             'e': '(e) distillation step, both fast (+ bf16 channels-last student)'}
     base = med['a'] + med['b']
     for key in phases:
         ratio = f'{med[key] / base:.3f}' if key in 'cde' else \
