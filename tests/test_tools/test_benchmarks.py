@@ -1,7 +1,7 @@
 """tools/analysis/benchmark_losses.py runs (quick mode: tiny sizes, 2 repeats, no timing checks)."""
 from tests.test_tools.test_pipeline import run
 
-LOSSES = ('FGD', 'MGD', 'CWD', 'FitNet', 'AT')
+LOSSES = ('FGD', 'MGD', 'CWD', 'FitNet', 'AT', 'CWD-compiled')
 
 
 def test_benchmark_losses_quick():
@@ -10,10 +10,13 @@ def test_benchmark_losses_quick():
     lines = out.splitlines()
     header = [i for i, line in enumerate(lines) if line.startswith('| loss | ours ms |')]
     assert len(header) == 1, out[-3000:]
-    for col in ('reference ms', 'speed-up', 'bound ms', 'ours / bound', 'f64 diff grad'):
+    for col in ('reference ms', 'speed-up', 'bound ms', 'ours / bound', 'f64 diff grad',
+                'compile s'):
         assert col in lines[header[0]]
     cells = len(lines[header[0]].strip('|').split('|'))
     rows = [line for line in lines[header[0] + 2:] if line.startswith('| ')]
     assert [row.split('|')[1].strip() for row in rows] == list(LOSSES), out[-3000:]
     assert all(len(row.strip('|').split('|')) == cells for row in rows), rows
     assert 'MISMATCH' not in out
+    compile_s = [row.split('|')[-2].strip() for row in rows]
+    assert all(c == '-' for c in compile_s[:5]) and all(c != '-' for c in compile_s[5:]), rows
