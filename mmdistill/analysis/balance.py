@@ -35,7 +35,10 @@ def sum_losses(losses: Mapping[str, Tensor | list[Tensor]]) -> Tensor:
 def _grads(loss: Tensor, params: list[Tensor]) -> list[Tensor]:
     if not loss.requires_grad:
         return [torch.zeros_like(p) for p in params]
-    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    # taken inside the forward, so under its autocast (--amp): a backward runs in the dtypes its
+    # forward recorded, never autocast again
+    with torch.autocast(loss.device.type, enabled=False):
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
 

@@ -64,6 +64,9 @@ class Track:
     setting: str
     defaults: dict = field(default_factory=dict)
     prepare: Callable[[str], None] | None = None
+    #: 'fp32'; 'fast-teacher' (teacher_autocast='bf16', channels-last); 'amp' (that teacher and
+    #: the student under BF16OptimWrapper, a distiller's student in channels-last)
+    precision: str = 'fp32'
 
 
 # ---------------------------------------------------------------------------------- tracks
@@ -210,7 +213,9 @@ def run_one(track: Track, key: str, seed: int, work_dir: str, init_ckpt: str,
             teacher_ckpt: str, curve: bool = False, reuse: bool = False) -> dict:
     """Train and test one (method, seed) run; return its metric, time, curve and balance."""
     method = track.methods[key]
-    run_dir = osp.join(work_dir, f'{key}_seed{seed}')
+    changed = track.precision == 'amp' or (track.precision == 'fast-teacher' and method.losses)
+    tag = f'_{track.precision}' if changed else ''  # runs the precision leaves alone are shared
+    run_dir = osp.join(work_dir, f'{key}{tag}_seed{seed}')
     result_file = osp.join(run_dir, 'result.json')
     if reuse and osp.exists(result_file):
         with open(result_file) as f:
@@ -227,12 +232,20 @@ def run_one(track: Track, key: str, seed: int, work_dir: str, init_ckpt: str,
                      teacher=dict(config=dict(model=track.teacher), checkpoint=teacher_ckpt),
                      init_student=method.inherit, distill_losses=copy.deepcopy(method.losses),
                      dry_run_shape=track.dry_run_shape)
+        if track.precision in ('fast-teacher', 'amp'):
+            model['teacher_autocast'] = 'bf16'
+        if track.precision == 'amp':
+            model['student_channels_last'] = True
         if method.losses:
             hooks.append(dict(type='DistillBalanceHook', interval=1,
                               grad_interval=max(track.student_iters // 10, 1)))
     iters = track.student_iters
     cfg = track.config(model, run_dir, iters, f'{track.name}/{key}/seed{seed}', seed,
                        val_interval=max(iters // 6, 1) if curve else None, extra_hooks=hooks)
+    if track.precision == 'amp':
+        cfg['optim_wrapper']['type'] = 'BF16OptimWrapper'
+    elif track.precision not in ('fp32', 'fast-teacher'):
+        raise ValueError(f'precision must be fp32, fast-teacher or amp, got {track.precision!r}')
     out = train_and_test(cfg, f'{track.name} {method.label} (seed {seed})', track.metric,
                          track.defaults)
     result = dict(method=key, seed=seed,
@@ -280,7 +293,8 @@ def run_track(track: Track, work_dir: str, seeds: list[int], methods: list[str] 
         for key in keys:
             runs[key][seed] = run_one(track, key, seed, work_dir, init, teacher['ckpt'],
                                       curve=key == 'alone', reuse=reuse)
-    return dict(name=track.name, title=track.title, setting=track.setting,
+    title = track.title if track.precision == 'fp32' else f'{track.title} [{track.precision}]'
+    return dict(name=track.name, title=title, setting=track.setting, precision=track.precision,
                 metric_label=track.metric_label, teacher_iters=track.teacher_iters,
                 student_iters=track.student_iters, teacher=teacher,
                 rows=[summarise(track.methods[k], k, runs[k], runs) for k in keys])

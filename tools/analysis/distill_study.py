@@ -2,6 +2,7 @@
 
     python3 tools/analysis/distill_study.py [--tracks det seg cls] [--seeds 0 1 2]
         [--methods fgd pkd ...] [--work-dir work_dirs/study] [--reuse] [--quick]
+        [--precision fp32|fast-teacher|amp]
 
 Tracks: ``det`` (RetinaNet on the synthetic shapes set, written on the fly), ``seg`` (PSPNet on
 ``../shared/data/camvid_mini``), ``cls`` (CIFAR ResNet on ``../shared/data/cifar10``). Writes
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--reuse', action='store_true')
     parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--precision', default='fp32', choices=['fp32', 'fast-teacher', 'amp'],
+                        help='students with the bf16 channels-last teacher, or that and bf16 '
+                        'training (--amp on a CPU); runs it does not change are shared')
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,9 +62,12 @@ def main(argv: list[str] | None = None) -> dict:
         det=lambda: detection_track(osp.join(args.work_dir, 'det'), args.quick),
         seg=lambda: segmentation_track(osp.join(args.data_root, 'camvid_mini'), args.quick),
         cls=lambda: classification_track(osp.join(args.data_root, 'cifar10'), args.quick))
-    tracks = [run_track(builders[name](), args.work_dir, args.seeds,
-                        track_methods(args.methods, name), args.reuse)
-              for name in args.tracks]
+    tracks = []
+    for name in args.tracks:
+        track = builders[name]()
+        track.precision = args.precision
+        tracks.append(run_track(track, args.work_dir, args.seeds,
+                                track_methods(args.methods, name), args.reuse))
     results = dict(tracks=tracks, seconds=time.time() - start, threads=torch.get_num_threads(),
                    quick=args.quick)
     command = 'python3 tools/analysis/distill_study.py ' + shlex.join(
