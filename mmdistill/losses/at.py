@@ -26,14 +26,17 @@ class _ChannelMeanPow(torch.autograd.Function):
     """``feat.pow(p).mean(1)`` with a one-pass backward ``p * feat^(p-1) * grad / C``.
 
     Autograd through ``pow`` and ``mean`` materialises the expanded gradient, ``feat^(p-1)``
-    and two products, each a full ``(N, C, H, W)`` tensor; this writes only the result. Not
-    twice differentiable.
+    and two products, each a full ``(N, C, H, W)`` tensor; this writes only the result. For
+    ``p = 2`` the forward is one pass too (``vector_norm`` over the channels, squared), not a
+    written and re-read ``feat ** 2``. Not twice differentiable.
     """
 
     @staticmethod
     def forward(ctx, feat: torch.Tensor, p: float) -> torch.Tensor:
         ctx.save_for_backward(feat)
         ctx.p = p
+        if p == 2:
+            return torch.linalg.vector_norm(feat, 2, dim=1).square_().div_(feat.shape[1])
         return feat.pow(p).mean(1)
 
     @staticmethod
