@@ -5,6 +5,7 @@ The contract every loss declares is :class:`~mmdistill.losses.base.DistillLoss`.
 from .at import ATLoss
 from .base import DistillLoss
 from .ccd import CCDLoss
+from .cosine import CosineLoss
 from .crd import CRDLoss
 from .ctkd import CTKDLoss
 from .cwd import CWDLoss
@@ -17,5 +18,6 @@ from .ofa import OFALoss
 from .pkd import PKDLoss
 from .sdd import SDDLoss
 
-__all__ = ['ATLoss', 'CCDLoss', 'CRDLoss', 'CTKDLoss', 'CWDLoss', 'DKDLoss', 'DistillLoss',
-           'FGDLoss', 'FitNetLoss', 'KDLoss', 'MGDLoss', 'OFALoss', 'PKDLoss', 'SDDLoss']
+__all__ = ['ATLoss', 'CCDLoss', 'CosineLoss', 'CRDLoss', 'CTKDLoss', 'CWDLoss', 'DKDLoss',
+           'DistillLoss', 'FGDLoss', 'FitNetLoss', 'KDLoss', 'MGDLoss', 'OFALoss', 'PKDLoss',
+           'SDDLoss']

@@ -46,7 +46,8 @@ def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 def kd_loss(logits_S: torch.Tensor,
             logits_T: torch.Tensor,
             temperature: Temperature,
-            logit_stand: bool = False) -> torch.Tensor:
+            logit_stand: bool = False,
+            class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Temperature-scaled KL divergence, ``T^2 * mean_n sum_k KL(p_T || p_S)``.
 
     Equal to mdistiller's ``kd_loss``:
@@ -58,6 +59,8 @@ def kd_loss(logits_S: torch.Tensor,
         temperature: a python number, or a 0-dim / one-element tensor (a learnable temperature,
             e.g. CTKD's, receives gradients through both softmaxes and the ``T^2`` factor).
         logit_stand: standardize both logits over the classes first.
+        class_weight: (K,) weights of the classes' terms of the KL sum,
+            ``T^2 * mean_n sum_k w_k p_T,k (log p_T,k - log p_S,k)``; None: all 1.
 
     Returns:
         Scalar (0-dim) loss, float32 for half-precision inputs, else the inputs' dtype.
@@ -70,8 +73,10 @@ def kd_loss(logits_S: torch.Tensor,
     T = as_temperature(temperature)
     log_p_S = F.log_softmax(logits_S / T, dim=1)
     p_T = F.softmax(logits_T / T, dim=1)
-    loss = F.kl_div(log_p_S, p_T, reduction='none').sum(1).mean()
-    return loss * T**2
+    terms = F.kl_div(log_p_S, p_T, reduction='none')
+    if class_weight is not None:
+        terms = terms * class_weight.to(terms)
+    return terms.sum(1).mean() * T**2
 
 
 @DISTILL_LOSSES.register_module()
@@ -86,6 +91,8 @@ class KDLoss(DistillLoss):
     Args:
         temperature: softmax temperature T (CIFAR 4, ImageNet 1).
         logit_stand: apply logit standardization to student and teacher logits.
+        class_weight: per-class weights ``w_k`` of the KL terms (a list of K numbers), e.g.
+            larger for rare classes (class-balanced KD); None: plain KD.
 
     Inputs:
         logits_S: (N, K) student logits.
@@ -96,13 +103,21 @@ class KDLoss(DistillLoss):
     """
 
 
-    def __init__(self, temperature: float = 4.0, logit_stand: bool = False) -> None:
+    def __init__(self, temperature: float = 4.0, logit_stand: bool = False,
+                 class_weight: list[float] | None = None) -> None:
         super().__init__()
         self.temperature = temperature
         self.logit_stand = logit_stand
+        self.class_weight: torch.Tensor | None
+        self.register_buffer('class_weight', None if class_weight is None else
+                             torch.as_tensor(class_weight, dtype=torch.float32), persistent=False)
 
     def forward(self, logits_S: torch.Tensor, logits_T: torch.Tensor) -> torch.Tensor:
-        return kd_loss(logits_S, logits_T, self.temperature, self.logit_stand)
+        if self.class_weight is not None and self.class_weight.numel() != logits_S.shape[1]:
+            raise ValueError(f'KDLoss: class_weight has {self.class_weight.numel()} entries for '
+                             f'{logits_S.shape[1]} classes')
+        return kd_loss(logits_S, logits_T, self.temperature, self.logit_stand,
+                       self.class_weight)
 
     def extra_repr(self) -> str:
         return f'temperature={self.temperature}, logit_stand={self.logit_stand}'

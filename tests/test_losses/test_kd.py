@@ -100,3 +100,22 @@ def test_registry_build():
     loss = DISTILL_LOSSES.build(dict(type='KDLoss', temperature=2.0, logit_stand=True))
     assert isinstance(loss, KDLoss) and loss.temperature == 2.0 and loss.logit_stand
     assert KDLoss.extra_inputs == () and KDLoss.channel_args is None
+
+
+def test_class_weight_weighs_each_class_term():
+    """KDLoss(class_weight=w): T^2 * mean_n sum_k w_k p_T,k (log p_T,k - log p_S,k), written
+    out with explicit softmaxes; all-ones weights are plain KD."""
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    w = [1.0, 3.0, 0.5, 2.0]
+    T = 2.0
+    p_t = torch.softmax(t / T, 1)
+    ref = (torch.tensor(w, dtype=torch.float64) * p_t
+           * (p_t.log() - torch.log_softmax(s / T, 1))).sum(1).mean() * T**2
+    loss = KDLoss(temperature=T, class_weight=w)(s, t)
+    assert float(loss) == pytest.approx(float(ref), rel=1e-10)
+    assert float(KDLoss(temperature=T, class_weight=[1.0] * 4)(s, t)) == pytest.approx(
+        float(KDLoss(temperature=T)(s, t)), rel=1e-12)
+    with pytest.raises(ValueError, match='class_weight has 3 entries for 4 classes'):
+        KDLoss(class_weight=[1.0, 1.0, 1.0])(s, t)
