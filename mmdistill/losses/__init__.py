@@ -12,6 +12,7 @@ from .cwd import CWDLoss
 from .dkd import DKDLoss
 from .fgd import FGDLoss
 from .fitnet import FitNetLoss
+from .infonce import InfoNCELoss
 from .kd import KDLoss
 from .mgd import MGDLoss
 from .ofa import OFALoss
@@ -19,5 +20,5 @@ from .pkd import PKDLoss
 from .sdd import SDDLoss
 
 __all__ = ['ATLoss', 'CCDLoss', 'CosineLoss', 'CRDLoss', 'CTKDLoss', 'CWDLoss', 'DKDLoss',
-           'DistillLoss', 'FGDLoss', 'FitNetLoss', 'KDLoss', 'MGDLoss', 'OFALoss', 'PKDLoss',
-           'SDDLoss']
+           'DistillLoss', 'FGDLoss', 'FitNetLoss', 'InfoNCELoss', 'KDLoss', 'MGDLoss', 'OFALoss',
+           'PKDLoss', 'SDDLoss']
