@@ -1,6 +1,7 @@
 """Distributed set-up that works on CPUs (gloo) as well as GPUs (nccl)."""
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -27,10 +28,24 @@ def setup_distributed(cfg: Config) -> None:
         if cfg.launcher == 'slurm':
             _slurm_env()
         dist.init_process_group(backend='gloo')
+        atexit.register(_shutdown)
     wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+
+
+def _shutdown() -> None:
+    """Leave the gloo group together and destroy it before the interpreter exits.
+
+    Without it a rank that reaches the end while another still has gloo work (or the store,
+    which rank 0 hosts, closes under it) can abort with "terminate called without an active
+    exception" during teardown: seen in CI with two CPU ranks.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _slurm_env() -> None:

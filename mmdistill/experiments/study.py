@@ -171,6 +171,41 @@ def classification_track(data_root: str, quick: bool = False) -> Track:
                  + ('200' if quick else 'all 10,000') + ' test images'))
 
 
+def tutorial_track(data_root: str, quick: bool = False) -> Track:
+    """The PyTorch KD tutorial: DeepNN -> LightNN on the CIFAR-10 subset, its recipe
+    (:mod:`~mmdistill.experiments.kd_tutorial`); 10 epochs of the 10,000 training images."""
+    from .kd_tutorial import tutorial_config, tutorial_net
+    batch = 16 if quick else 128
+    iters = 3 if quick else 10 * math.ceil(10000 / batch)  # 10 epochs (last batch partial)
+    ce = dict(ce_weight=0.75)
+    methods = {
+        'alone': ALONE,
+        'kd': Method('+ KD (T 2; CE 0.75, KD 0.25)', dict(kd=dict(
+            type='KDLoss', student='head', teacher='head', temperature=2.0,
+            loss_weight=0.25)), student_kwargs=ce),
+        'cosine': Method('+ cosine, flattened features (CE 0.75, cos 0.25)', dict(cosine=dict(
+            type='CosineLoss', student='backbone.flatten', teacher='backbone.hidden',
+            loss_weight=0.25)), student_kwargs=ce),
+        'regressor': Method('+ regressor MSE, conv features (CE 0.75, MSE 0.25)', dict(
+            regressor=dict(type='FitNetLoss', student='backbone.features',
+                           teacher='backbone.features', student_channels=16,
+                           teacher_channels=32, kernel_size=3, use_bn=False,
+                           use_relu=False, loss_weight=0.25)), student_kwargs=ce),
+    }
+    return Track(
+        name='tutorial', title='PyTorch KD tutorial: CIFAR-10 subset (test top-1, %)',
+        metric='accuracy/top1', metric_label='top-1', scale=1.0, scope='mmpretrain',
+        wrapper='DistillClassifier', teacher=tutorial_net('DeepNN'),
+        student=lambda ce_weight=1.0: tutorial_net('LightNN', ce_weight),
+        config=lambda model, wd, iters, name, seed, **rt: tutorial_config(
+            model, data_root, wd, iters, name, seed, batch, test_subset=200 if quick else None,
+            **rt),
+        methods=methods, teacher_iters=iters, student_iters=iters, dry_run_shape=(32, 32),
+        setting=(f'the tutorial\'s DeepNN teacher -> LightNN student, 10,000 train images (the '
+                 f'tutorial: 50,000), batch {batch}, Adam 0.001, no augmentation; top-1 on '
+                 + ('200' if quick else 'all 10,000') + ' test images'))
+
+
 # ---------------------------------------------------------------------------------- runs
 def _read_jsonl(path: str) -> list[dict]:
     if not osp.exists(path):

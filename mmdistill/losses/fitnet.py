@@ -10,6 +10,8 @@ teacher's shape, and the loss is the mean squared error to the teacher's feature
     loss = loss_weight * mean((regressor(S) - T) ** 2)
 
 The regressor is always used, also when the channel counts are equal (as in FitNets).
+``kernel_size=3, use_bn=False, use_relu=False`` is the plain 3x3 conv regressor of the PyTorch
+knowledge-distillation tutorial (its ``ModifiedLightNNRegressor``).
 """
 from __future__ import annotations
 
@@ -34,9 +36,12 @@ class FitNetLoss(DistillLoss):
             teacher's; with ``teacher_hw`` it picks the regressor conv as mdistiller's
             ``ConvReg`` does: ``Hs == 2*Ht``: 3x3 conv, stride 2; ``2*Hs == Ht``: 4x4
             transposed conv, stride 2; ``Hs >= Ht``: conv with kernel
-            ``(1 + Hs - Ht, 1 + Ws - Wt)``. Left out: a 1x1 conv (equal sizes).
+            ``(1 + Hs - Ht, 1 + Ws - Wt)``. Left out: a ``kernel_size`` conv (equal sizes).
         teacher_hw: ``(Ht, Wt)`` of the teacher hint; see ``student_hw``.
         use_relu: ReLU after the BatchNorm (mdistiller's FitNet: True).
+        kernel_size: odd kernel of the regressor conv for equal sizes (padding keeps the size);
+            mdistiller: 1.
+        use_bn: BatchNorm after the conv (mdistiller: True).
 
     Shapes:
         preds_S: ``(N, Cs, Hs, Ws)`` student hint.
@@ -53,7 +58,9 @@ class FitNetLoss(DistillLoss):
                  loss_weight: float = 1.0,
                  student_hw: tuple[int, int] | None = None,
                  teacher_hw: tuple[int, int] | None = None,
-                 use_relu: bool = True) -> None:
+                 use_relu: bool = True,
+                 kernel_size: int = 1,
+                 use_bn: bool = True) -> None:
         super().__init__()
         if student_channels is None or teacher_channels is None:
             raise ValueError('FitNetLoss needs both student_channels and teacher_channels to '
@@ -69,7 +76,9 @@ class FitNetLoss(DistillLoss):
 
         s_C, t_C = student_channels, teacher_channels
         if student_hw is None:
-            conv: nn.Module = nn.Conv2d(s_C, t_C, kernel_size=1)
+            if kernel_size % 2 != 1:
+                raise ValueError(f'FitNetLoss: kernel_size must be odd, got {kernel_size}')
+            conv: nn.Module = nn.Conv2d(s_C, t_C, kernel_size, padding=kernel_size // 2)
         else:
             (s_H, s_W), (t_H, t_W) = student_hw, teacher_hw
             if s_H == 2 * t_H:
@@ -84,11 +93,11 @@ class FitNetLoss(DistillLoss):
                                  f'{tuple(teacher_hw)} (supported: equal, half, double, or a '
                                  'larger student)')
         self.conv = conv
-        self.bn = nn.BatchNorm2d(t_C)
+        self.bn = nn.BatchNorm2d(t_C) if use_bn else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
 
     def regressor(self, x: torch.Tensor) -> torch.Tensor:
-        """conv -> BN (-> ReLU): ``(N, Cs, Hs, Ws) -> (N, Ct, H', W')``."""
+        """conv (-> BN) (-> ReLU): ``(N, Cs, Hs, Ws) -> (N, Ct, H', W')``."""
         x = self.bn(self.conv(x))
         return self.relu(x) if self.use_relu else x
 

@@ -96,3 +96,20 @@ def test_errors_and_registry():
     assert isinstance(built, FitNetLoss) and built.loss_weight == 100.0
     assert FitNetLoss.channel_args == ('student_channels', 'teacher_channels')
     assert FitNetLoss.extra_inputs == ()
+
+
+def test_tutorial_regressor():
+    """kernel_size=3, no BN, no ReLU: the PyTorch KD tutorial's regressor, a plain
+    Conv2d(Cs, Ct, 3, padding=1), and its nn.MSELoss."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 32, kernel_size=3, padding=1).double()
+    ours = FitNetLoss(16, 32, loss_weight=0.25, kernel_size=3, use_bn=False,
+                      use_relu=False).double()
+    ours.conv.load_state_dict(conv.state_dict())
+    S = torch.randn(4, 16, 8, 8, dtype=torch.float64)
+    T = torch.randn(4, 32, 8, 8, dtype=torch.float64)
+    expected = 0.25 * torch.nn.MSELoss()(conv(S), T)
+    torch.testing.assert_close(ours(S, T), expected, rtol=1e-12, atol=0)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ours.modules())
+    with pytest.raises(ValueError, match='kernel_size must be odd'):
+        FitNetLoss(16, 32, kernel_size=2)

@@ -5,7 +5,8 @@
         [--precision fp32|fast-teacher|amp]
 
 Tracks: ``det`` (RetinaNet on the synthetic shapes set, written on the fly), ``seg`` (PSPNet on
-``../shared/data/camvid_mini``), ``cls`` (CIFAR ResNet on ``../shared/data/cifar10``). Writes
+``../shared/data/camvid_mini``), ``cls`` (CIFAR ResNet on ``../shared/data/cifar10``),
+``tutorial`` (the PyTorch KD tutorial's DeepNN -> LightNN on the same CIFAR-10 subset). Writes
 ``study.json``, ``study.md`` and ``study.png`` to the work dir. ``--reuse`` keeps the teacher and
 every (method, seed) run already in the work dir, so tracks run in separate processes can be
 gathered by a last call with ``--reuse``. ``--quick`` is the CI smoke test (tiny sizes, a few
@@ -25,7 +26,7 @@ import torch
 
 from mmdistill.experiments.report import plot_study, study_markdown
 from mmdistill.experiments.study import (classification_track, detection_track, run_track,
-                                         segmentation_track)
+                                         segmentation_track, tutorial_track)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DATA = osp.join(osp.dirname(ROOT), 'shared', 'data')
@@ -41,7 +42,9 @@ def track_methods(methods: list[str] | None, track: str) -> list[str] | None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tracks', nargs='+', default=['det', 'seg', 'cls'],
-                        choices=['det', 'seg', 'cls'])
+                        choices=['det', 'seg', 'cls', 'tutorial'],
+                        help='tutorial: the PyTorch KD tutorial (DeepNN -> LightNN, CIFAR-10 '
+                        'subset), not in the default set')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--methods', nargs='+', default=None,
                         help='method keys to run: "fgd" (every track that has it) or '
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     builders = dict(
         det=lambda: detection_track(osp.join(args.work_dir, 'det'), args.quick),
         seg=lambda: segmentation_track(osp.join(args.data_root, 'camvid_mini'), args.quick),
-        cls=lambda: classification_track(osp.join(args.data_root, 'cifar10'), args.quick))
+        cls=lambda: classification_track(osp.join(args.data_root, 'cifar10'), args.quick),
+        tutorial=lambda: tutorial_track(osp.join(args.data_root, 'cifar10'), args.quick))
     tracks = []
     for name in args.tracks:
         track = builders[name]()
