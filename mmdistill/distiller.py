@@ -1,13 +1,15 @@
 """The task-independent distillation core shared by all wrappers.
 
-``BaseDistiller`` builds the student, a frozen :class:`~mmdistill.teacher.Teacher` and the loss
-entries (:mod:`mmdistill.entries`), records the taps of both models with forward hooks, and adds
-the weighted distillation losses to the student's own. A wrapper subclass says only what differs
-per task: its registry, the extra loss inputs it can give (boxes, labels, ...), and dummy data
-samples for the build-time dry run.
+``BaseDistiller`` builds the student, its teachers (:class:`~mmdistill.teacher.Teacher`: one,
+several, or the student's moving average) and the loss entries (:mod:`mmdistill.entries`),
+records the taps of the models with forward hooks, and adds the weighted distillation losses to
+the student's own. A wrapper subclass says only what differs per task: its registry, the extra
+loss inputs it can give (boxes, labels, ...), and dummy data samples for the build-time dry run.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -18,32 +20,41 @@ from torch import nn
 
 from .analysis import loss_balance
 from .entries import (LossEntry, build_loss_modules, check_extra_inputs, check_region_logits,
-                      check_tapped_inputs, parse_entry, resize_pair, zero_loss)
+                      check_tapped_inputs, parse_entry, resize_pair, resolve_teacher_name,
+                      zero_loss)
 from .losses.base import DistillLoss
 from .recorder import FeatureRecorder, Tap, run_to_scope, scope_of
-from .teacher import (Teacher, check_autocast, inherit_weights, load_teacher_state,
-                      save_teacher_state)
+from .teacher import (Teacher, check_autocast, inherit_weights, is_ema, load_teacher_state,
+                      save_teacher_state, teacher_specs)
 
 
 class BaseDistiller(BaseModel):
-    """Train ``student`` with its own losses plus weighted distillation losses from ``teacher``.
+    """Train ``student`` with its own losses plus weighted distillation losses from its teachers.
 
     Args:
         student: config of the student model (any model of the wrapper's library).
-        teacher: ``dict(config=<path | 'pkg::path' | dict>, checkpoint=<path>)``.
+        teacher: ``dict(config=<path | 'pkg::path' | dict>, checkpoint=<path>)``: a trained,
+            frozen teacher; or ``dict(ema=dict(momentum=0.0002, interval=1,
+            update_buffers=False))``: self-distillation from the exponential moving average of
+            the student (mmengine's ``ExponentialMovingAverage``: ``avg = (1 - momentum) * avg
+            + momentum * student``), updated at the start of every training-mode :meth:`loss`.
+        teachers: ``{name: <a teacher spec as above>}``, in place of ``teacher``: several
+            teachers, each with its own normalisation, recorder and taps; every loss entry
+            names its own with ``teacher_name=<name>`` (may be left out with one teacher).
         distill_losses: ``{name: dict(type=..., student=tap(s), teacher=tap(s),
-            loss_weight=1.0, resize=None, weight_schedule=None, **hyperparameters)}``; logged
-            as ``loss_<name>``. A tap that yields several tensors (``'neck'``: all FPN levels)
-            or a list of taps gives one loss module per level, summed. ``weight_schedule``: see
-            :class:`~mmdistill.schedule.WeightSchedule`.
+            teacher_name=None, loss_weight=1.0, resize=None, weight_schedule=None,
+            **hyperparameters)}``; logged as ``loss_<name>``. A tap that yields several tensors
+            (``'neck'``: all FPN levels) or a list of taps gives one loss module per level,
+            summed. ``weight_schedule``: see :class:`~mmdistill.schedule.WeightSchedule`.
         init_student: copy the teacher's parameters under ``init_student_prefixes`` (or the
-            given prefixes) into the student where names and shapes match.
-        teacher_autocast: None (full precision), 'fp16' or 'bf16' for the teacher's forward.
-        teacher_channels_last: the teacher's weights and input in channels-last memory format;
+            given prefixes) into the student where names and shapes match (one trained teacher).
+        teacher_autocast: None (full precision), 'fp16' or 'bf16' for the teachers' forward.
+        teacher_channels_last: the teachers' weights and input in channels-last memory format;
             None (default): on when ``teacher_autocast`` is set (see :class:`Teacher`).
         student_channels_last: the student's weights in channels-last memory format (its
             convolutions then run in NHWC; ``tools/train.py --amp`` sets it with bf16 on CPUs).
-        save_teacher: write the teacher's weights into training checkpoints.
+        save_teacher: write the trained teachers' weights into training checkpoints (an EMA
+            teacher is always written: it is training state).
         skip_teacher: build the student only (testing, export); no distillation loss runs.
         dry_run_shape: (H, W) of the dummy input used at build time to check the taps.
         data_preprocessor: the config's top-level data preprocessor, which the student takes
@@ -67,7 +78,7 @@ class BaseDistiller(BaseModel):
     #: (H, W) of the build-time dry-run input when the config gives none.
     default_dry_run_shape: tuple[int, int] = (128, 128)
 
-    def __init__(self, student: dict, teacher: dict | None = None,
+    def __init__(self, student: dict, teacher: dict | None = None, teachers: dict | None = None,
                  distill_losses: dict | None = None, init_student: bool | list[str] = False,
                  teacher_autocast: str | None = None,
                  teacher_channels_last: bool | None = None, student_channels_last: bool = False,
@@ -88,7 +99,8 @@ class BaseDistiller(BaseModel):
         self.skip_teacher, self.init_student = skip_teacher, init_student
         self.entries: list[LossEntry] = []
         self.distill_losses = nn.ModuleDict()
-        self.frozen_teacher: Teacher | None = None
+        #: the teachers by name (``'teacher'`` for ``model.teacher``); not submodules
+        self.frozen_teachers: dict[str, Teacher] = {}
         #: set by :class:`~mmdistill.hooks.DistillBalanceHook`: 'ratios' or 'grads' for the
         #: next step, whose statistics land in ``balance_stats``.
         self.balance_request: str | None = None
@@ -97,10 +109,21 @@ class BaseDistiller(BaseModel):
         self._register_load_state_dict_pre_hook(load_teacher_state, with_module=True)
         if skip_teacher:
             return
-        if teacher is None:
-            raise ValueError('model.teacher is required: dict(config=..., checkpoint=...)')
+        specs = teacher_specs(teacher, teachers)
         self.entries = [parse_entry(name, cfg, self.entry_options)
                         for name, cfg in (distill_losses or {}).items()]
+        for entry in self.entries:
+            resolve_teacher_name(entry, list(specs))
+        if init_student and (len(specs) > 1 or is_ema(next(iter(specs.values()))[1])):
+            raise ValueError('model.init_student copies the weights of one trained teacher '
+                             '(model.teacher=dict(config=..., checkpoint=...))')
+        # the teachers before the student's hooks: an EMA teacher's copy would take them along
+        for name, (key, spec) in specs.items():
+            taps = [(t, e.key + '.teacher') for e in self.entries if e.teacher_name == name
+                    for t in e.teacher_taps]
+            self.frozen_teachers[name] = Teacher.build(
+                self.registry, spec, taps, self.student, teacher_autocast, teacher_channels_last,
+                key)
         needed = {x for e in self.entries for x in e.extra_inputs}
         self._extra_taps = {name: Tap.parse(tap) for name, tap in self.extra_taps
                             if name in needed}
@@ -109,34 +132,52 @@ class BaseDistiller(BaseModel):
             self.student, student_taps + [(t, f'extra input {name!r}')
                                           for name, t in self._extra_taps.items()], 'student')
         self._student_scope = scope_of(t for t, _ in student_taps)
-        self.frozen_teacher = Teacher.build(
-            self.registry, teacher,
-            [(t, e.key + '.teacher') for e in self.entries for t in e.teacher_taps],
-            self.data_preprocessor, teacher_autocast, teacher_channels_last)
         self._dry_run(dry_run_shape or self.default_dry_run_shape)
 
     @property
+    def frozen_teacher(self) -> Teacher | None:
+        """The only teacher (None with ``skip_teacher``); with several, see ``frozen_teachers``."""
+        if len(self.frozen_teachers) > 1:
+            raise RuntimeError(f'this distiller has several teachers '
+                               f'{list(self.frozen_teachers)}: use frozen_teachers[name]')
+        return next(iter(self.frozen_teachers.values()), None)
+
+    @property
     def teacher(self) -> nn.Module | None:
-        """The frozen teacher model (not a registered submodule)."""
+        """The only teacher's model (not a registered submodule)."""
         return None if self.frozen_teacher is None else self.frozen_teacher.model
 
     @property
     def teacher_checkpoint(self) -> str | None:
         return None if self.frozen_teacher is None else self.frozen_teacher.checkpoint
 
+    def teacher_of(self, entry: LossEntry) -> Teacher:
+        """The teacher a loss entry distils from."""
+        return self.frozen_teachers[entry.teacher_name]
+
+    @contextmanager
+    def _recording(self, teachers: Iterable[Teacher]) -> Iterator[None]:
+        """Record the student's taps and those of ``teachers`` during the block."""
+        with ExitStack() as stack:
+            for recorder in [self._student_rec] + [t.recorder for t in teachers]:
+                stack.enter_context(recorder.recording())
+            yield
+
     # ------------------------------------------------------------------ build
     @torch.no_grad()
     def _dry_run(self, shape: tuple[int, int]) -> None:
-        """Run both models once on a dummy batch; build and check every entry's loss modules."""
+        """Run the models once on a dummy batch; build and check every entry's loss modules
+        against its own teacher's taps."""
         inputs = torch.zeros(1, 3, *shape)
         samples = self._dummy_data_samples(inputs)
         was_training = self.student.training
         self.student.eval()
         wrapper = type(self).__name__
         try:
-            with self._student_rec.recording(), self.frozen_teacher.recorder.recording():
+            with self._recording(self.frozen_teachers.values()):
                 run_to_scope(self.student, self._student_scope, inputs, samples)
-                self.frozen_teacher.run(inputs, samples, autocast=False)  # as before: fp32
+                for teacher in self.frozen_teachers.values():
+                    teacher.run(inputs, samples, autocast=False)  # as before: fp32
                 for entry in self.entries:
                     check_extra_inputs(entry, self.provided_inputs, wrapper)
                     feats_s, feats_t = self._entry_feats(entry)
@@ -149,13 +190,15 @@ class BaseDistiller(BaseModel):
                     check_region_logits(entry, modules[0], self.gives_region_logits, wrapper)
                     check_extra_inputs(entry, self.provided_inputs, wrapper)
                     self._check_entry(entry, list(modules), feats_s, feats_t)
-                self.frozen_teacher.keep_only(t for e in self.entries for t in e.teacher_taps)
+                for name, teacher in self.frozen_teachers.items():
+                    teacher.keep_only(t for e in self.entries if e.teacher_name == name
+                                      for t in e.teacher_taps)
         finally:
             self.student.train(was_training)
 
     def _entry_feats(self, entry: LossEntry) -> tuple[list, list]:
         """This step's student and teacher tensors of an entry, one per level."""
-        teacher_rec = self.frozen_teacher.recorder
+        teacher_rec = self.teacher_of(entry).recorder
         return ([f for t in entry.student_taps
                  for f in self._student_rec.get(t, entry.key + '.student')],
                 [f for t in entry.teacher_taps for f in teacher_rec.get(t, entry.key + '.teacher')])
@@ -199,13 +242,29 @@ class BaseDistiller(BaseModel):
         return losses
 
     def loss(self, inputs: torch.Tensor, data_samples: list | None = None) -> dict:
-        """The student's losses plus ``loss_<name>`` for every distillation entry."""
+        """The student's losses plus ``loss_<name>`` for every distillation entry.
+
+        In training mode an EMA teacher first takes one update from the student's current
+        weights (:meth:`~mmdistill.teacher.Teacher.update_average`): the weights after step k
+        enter the average right before step k+1's teacher forward (the first update copies the
+        student as initialised). Updating here, not in ``train_step`` or a hook, holds under
+        ``MMDistributedDataParallel`` (whose ``train_step`` calls ``forward``, not the module's
+        ``train_step``) and with any runner; a run resumed after step k makes the same update
+        at step k+1, so it continues exactly. One update per ``loss`` call, as mmengine's
+        ``EMAHook`` makes one per iteration; with gradient accumulation over N batches set
+        ``ema.interval=N`` for one update per optimizer step.
+        """
         if self.skip_teacher:
             return self.student.loss(inputs, data_samples)
+        if self.training:
+            for teacher in self.frozen_teachers.values():
+                teacher.update_average(self.student)
         factors = [entry.factor() for entry in self.entries]
-        with self._student_rec.recording(), self.frozen_teacher.recorder.recording():
-            if any(factors):  # every entry stopped (or none): the teacher need not run
-                self.frozen_teacher.run(inputs, data_samples)
+        active = {e.teacher_name for e, f in zip(self.entries, factors) if f}
+        with self._recording(self.frozen_teachers.values()):
+            for name, teacher in self.frozen_teachers.items():
+                if name in active:  # a teacher whose entries all stopped (or none) need not run
+                    teacher.run(inputs, data_samples)
             losses = self.student.loss(inputs, data_samples)
             distill = self.compute_distill_losses(data_samples, factors)
         clash = set(losses) & set(distill)
@@ -246,14 +305,14 @@ class BaseDistiller(BaseModel):
     # ------------------------------------------------------------------ teacher handling
     def train(self, mode: bool = True) -> 'BaseDistiller':
         super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
+        for teacher in self.frozen_teachers.values():
+            teacher.model.eval()
         return self
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
-        if getattr(self, 'frozen_teacher', None) is not None:
-            self.teacher._apply(fn, *args, **kwargs)
+        for teacher in getattr(self, 'frozen_teachers', {}).values():
+            teacher.apply(fn, *args, **kwargs)
         return self
 
     def init_weights(self) -> None:

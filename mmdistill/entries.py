@@ -25,7 +25,11 @@ RESIZE_MODES = (None, 'teacher_to_student', 'student_to_teacher')
 
 @dataclass
 class LossEntry:
-    """One ``distill_losses`` entry: taps, weight, schedule and the loss's own arguments."""
+    """One ``distill_losses`` entry: taps, weight, schedule and the loss's own arguments.
+
+    ``teacher_name``: the teacher it distils from (its key in ``model.teachers``; ``'teacher'``
+    for ``model.teacher``), set by :func:`resolve_teacher_name` when the config leaves it out.
+    """
 
     name: str
     key: str
@@ -38,6 +42,7 @@ class LossEntry:
     cfg: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     schedule: WeightSchedule | None = None
+    teacher_name: str | None = None
 
     @property
     def all_levels(self) -> bool:
@@ -80,6 +85,7 @@ def parse_entry(name: str, cfg: Any, options: tuple[str, ...] = ()) -> LossEntry
     if schedule is not None:
         schedule = WeightSchedule.build(schedule, f'{key}.weight_schedule')
     entry_options = {k: cfg.pop(k) for k in options if k in cfg}
+    teacher_name = cfg.pop('teacher_name', None)
     declared = contract(loss_cls)
     takes_weight = 'loss_weight' in inspect.signature(loss_cls.__init__).parameters
     if declared is loss_cls and takes_weight != declared.owns_weight:
@@ -88,7 +94,20 @@ def parse_entry(name: str, cfg: Any, options: tuple[str, ...] = ()) -> LossEntry
                         f'owns_weight = {declared.owns_weight}')
     weight = 1.0 if declared.owns_weight else float(cfg.pop('loss_weight', 1.0))
     return LossEntry(name, key, student_taps, teacher_taps, weight, resize, loss_cls,
-                     tuple(declared.extra_inputs), cfg, entry_options, schedule)
+                     tuple(declared.extra_inputs), cfg, entry_options, schedule, teacher_name)
+
+
+def resolve_teacher_name(entry: LossEntry, names: list[str]) -> None:
+    """Check the entry's ``teacher_name`` against the teachers' ``names``; without one, the
+    entry distils from the only teacher (several: an error listing them)."""
+    if entry.teacher_name is None:
+        if len(names) > 1:
+            raise ValueError(f'{entry.key}.teacher_name: missing; with several teachers each '
+                             f'entry names the one it distils from: one of {names}')
+        entry.teacher_name = names[0]
+    elif entry.teacher_name not in names:
+        raise ValueError(f'{entry.key}.teacher_name: {entry.teacher_name!r} names no teacher; '
+                         f'the teachers are {names}')
 
 
 # ---------------------------------------------------------------------------------- checks

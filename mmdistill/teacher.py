@@ -1,6 +1,7 @@
-"""The frozen teacher: built from its config and checkpoint with clear errors at build time,
-fed its own input normalisation, run under no_grad (and autocast) only as far as its taps need,
-its taps recorded.
+"""The teachers: a trained model built from its config and checkpoint (frozen), or the student's
+exponential moving average (EMA self-distillation); built with clear errors at build time, fed
+their own input normalisation, run under no_grad (and autocast) only as far as their taps need,
+their taps recorded.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
+from mmengine.model import ExponentialMovingAverage
 from mmengine.registry import DefaultScope, Registry
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
@@ -20,6 +22,27 @@ from .recorder import FeatureRecorder, Tap, run_to_scope, scope_of
 
 _KEY = 'model.teacher'
 AUTOCAST = {None: None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+#: the keys of ``teacher=dict(ema=dict(...))``: :class:`mmengine.model.ExponentialMovingAverage`'s
+EMA_KEYS = ('momentum', 'interval', 'update_buffers')
+
+
+def teacher_specs(teacher: dict | None, teachers: dict | None) -> dict[str, tuple[str, dict]]:
+    """``{name: (config key, spec)}`` of ``model.teacher`` (one teacher, named ``'teacher'``) or
+    of ``model.teachers`` (``{name: spec}``); exactly one of the two must be given."""
+    if (teacher is None) == (teachers is None):
+        raise ValueError('give exactly one of model.teacher=dict(config=..., checkpoint=...) '
+                         '(or dict(ema=dict(momentum=...))) and model.teachers=dict(<name>=dict('
+                         'config=..., checkpoint=...), ...), got '
+                         + ('both' if teacher is not None else 'neither'))
+    if teacher is not None:
+        return {'teacher': (_KEY, teacher)}
+    if not isinstance(teachers, dict) or not teachers:
+        raise ValueError('model.teachers: expected dict(<name>=dict(config=..., checkpoint=...), '
+                         f'...), got {teachers!r}')
+    for name in teachers:
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise ValueError(f'model.teachers: teacher names are identifiers, got {name!r}')
+    return {name: (f'model.teachers.{name}', spec) for name, spec in teachers.items()}
 
 
 def load_config(spec: str | dict, key: str) -> Config:
@@ -39,7 +62,7 @@ def load_config(spec: str | dict, key: str) -> Config:
     return Config.fromfile(spec)
 
 
-def model_config(cfg: Config) -> dict:
+def model_config(cfg: Config, key: str = _KEY) -> dict:
     """The model part of a full config (or the config itself when it is a model config).
 
     A top-level ``data_preprocessor`` (mmpretrain's configs keep it there) goes into the model,
@@ -47,7 +70,7 @@ def model_config(cfg: Config) -> dict:
     """
     model = cfg.get('model', cfg)
     if 'type' not in model:
-        raise ValueError(f'{_KEY}.config: no model type in the teacher config')
+        raise ValueError(f'{key}.config: no model type in the teacher config')
     if model is not cfg and cfg.get('data_preprocessor') is not None:
         model.setdefault('data_preprocessor', cfg.data_preprocessor)
     return model
@@ -90,24 +113,62 @@ def load_teacher_weights(model: nn.Module, checkpoint: str,
     model.load_state_dict(state, strict=True)
 
 
-def build_teacher(registry: Registry, teacher: dict) -> nn.Module:
+def build_teacher(registry: Registry, teacher: dict, key: str = _KEY) -> nn.Module:
     """Build the teacher from ``dict(config=..., checkpoint=...)``: loaded, eval, frozen.
 
     Its own initialisation (pretrained backbone URLs) is never run: the checkpoint holds all
-    its weights.
+    its weights. ``key`` names the teacher's config key in errors.
     """
     if not isinstance(teacher, dict) or 'config' not in teacher:
-        raise ValueError(f'{_KEY}: expected dict(config=..., checkpoint=...), got {teacher!r}')
+        raise ValueError(f'{key}: expected dict(config=..., checkpoint=...) or '
+                         f'dict(ema=dict(momentum=...)), got {teacher!r}')
     unknown = set(teacher) - {'config', 'checkpoint'}
     if unknown:
-        raise ValueError(f'{_KEY}: unknown keys {sorted(unknown)} (expected config, checkpoint)')
+        raise ValueError(f'{key}: unknown keys {sorted(unknown)} (expected config, checkpoint; '
+                         'or ema alone)')
     if not teacher.get('checkpoint'):
-        raise ValueError(f'{_KEY}.checkpoint: a teacher needs its trained weights')
-    model = registry.build(model_config(load_config(teacher['config'], f'{_KEY}.config')))
-    load_teacher_weights(model, teacher['checkpoint'])
+        raise ValueError(f'{key}.checkpoint: a teacher needs its trained weights')
+    model = registry.build(model_config(load_config(teacher['config'], f'{key}.config'), key))
+    load_teacher_weights(model, teacher['checkpoint'], f'{key}.checkpoint')
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def is_ema(spec: object) -> bool:
+    """Whether a teacher spec asks for the student's moving average, ``dict(ema=...)``."""
+    return isinstance(spec, dict) and 'ema' in spec
+
+
+def build_ema(student: nn.Module, teacher: dict, key: str = _KEY) -> ExponentialMovingAverage:
+    """The EMA teacher of ``dict(ema=dict(momentum=0.0002, interval=1, update_buffers=False))``.
+
+    mmengine's :class:`~mmengine.model.ExponentialMovingAverage` of a copy of ``student``:
+    ``averaged = (1 - momentum) * averaged + momentum * student`` every ``interval``-th update;
+    its first update copies the student (``steps == 0``). ``update_buffers``: average the buffers
+    (BN statistics) too, else copy them from the student at every update.
+    """
+    extra = set(teacher) - {'ema'}
+    if extra:
+        raise ValueError(f'{key}: ema cannot be combined with {sorted(extra)}: an EMA teacher is '
+                         'the average of the student, with no config or checkpoint of its own')
+    ema = teacher['ema']
+    if not isinstance(ema, dict):
+        raise ValueError(f'{key}.ema: expected dict(momentum=..., interval=..., '
+                         f'update_buffers=...), got {ema!r}')
+    unknown = set(ema) - set(EMA_KEYS)
+    if unknown:
+        raise ValueError(f'{key}.ema: unknown keys {sorted(unknown)} (expected {list(EMA_KEYS)})')
+    momentum, interval = ema.get('momentum', 0.0002), ema.get('interval', 1)
+    if not 0 < momentum < 1:
+        raise ValueError(f'{key}.ema.momentum must be in (0, 1) (the weight of the student in '
+                         f'each update), got {momentum!r}')
+    if not isinstance(interval, int) or interval < 1:
+        raise ValueError(f'{key}.ema.interval must be an integer >= 1, got {interval!r}')
+    average = ExponentialMovingAverage(student, momentum, interval,
+                                       update_buffers=bool(ema.get('update_buffers', False)))
+    average.module.eval()
+    return average
 
 
 def check_autocast(value: str | None) -> None:
@@ -156,11 +217,13 @@ class Teacher:
     """A frozen teacher model with what running it takes.
 
     It is not an ``nn.Module``: a wrapper holding it does not register its parameters, so they
-    stay out of the optimiser, DDP's reducer and the training checkpoints.
+    stay out of the optimiser and DDP's reducer; the distiller's state-dict hooks
+    (:func:`save_teacher_state`) put them into training checkpoints when they are training
+    state (an EMA teacher) or when asked (``save_teacher``).
 
     Args:
-        model: the loaded, frozen teacher (:func:`build_teacher`).
-        checkpoint: the file it was loaded from.
+        model: the loaded, frozen teacher (:func:`build_teacher`), or ``ema.module``.
+        checkpoint: the file it was loaded from (None for an EMA teacher).
         taps: ``(tap, config key)`` pairs to record.
         student_preprocessor: the student's data preprocessor, whose output the teacher gets.
         autocast: None, 'fp16' or 'bf16' for the teacher's forward.
@@ -168,13 +231,20 @@ class Teacher:
             (convolutions in NHWC: oneDNN on CPUs, cuDNN tensor cores). None: on with
             ``autocast``, where it pays most (bf16 + channels-last: 2.9x over fp32 for the X101
             RetinaNet FGD teacher on a 2-core AVX512-BF16 CPU, ``benchmark_step.py``).
+        key: its config key, ``'model.teacher'`` or ``'model.teachers.<name>'``; its keys in
+            the distiller's state dict start with that path less ``'model.'``.
+        ema: the :class:`~mmengine.model.ExponentialMovingAverage` whose ``module`` is ``model``
+            (:func:`build_ema`), updated by :meth:`update_average`.
     """
 
     def __init__(self, model: nn.Module, checkpoint: str | None, taps: list[tuple[Tap, str]],
                  student_preprocessor: nn.Module, autocast: str | None = None,
-                 channels_last: bool | None = None) -> None:
+                 channels_last: bool | None = None, key: str = _KEY,
+                 ema: ExponentialMovingAverage | None = None) -> None:
         self.model = model
         self.checkpoint = checkpoint
+        self.key, self.prefix = key, key[len('model.'):] + '.'
+        self.ema = ema
         self.configure(autocast, channels_last)
         self.recorder = FeatureRecorder(model, taps, 'teacher')
         self.scope = scope_of(t for t, _ in taps)
@@ -182,13 +252,19 @@ class Teacher:
 
     @classmethod
     def build(cls, registry: Registry, cfg: dict, taps: list[tuple[Tap, str]],
-              student_preprocessor: nn.Module, autocast: str | None = None,
-              channels_last: bool | None = None) -> 'Teacher':
-        """Build from ``dict(config=..., checkpoint=...)`` in ``registry``'s scope."""
-        with DefaultScope.overwrite_default_scope(registry.scope):
-            model = build_teacher(registry, cfg)
-        return cls(model, cfg.get('checkpoint'), taps, student_preprocessor, autocast,
-                   channels_last)
+              student: nn.Module, autocast: str | None = None,
+              channels_last: bool | None = None, key: str = _KEY) -> 'Teacher':
+        """Build from ``dict(config=..., checkpoint=...)`` in ``registry``'s scope, or from
+        ``dict(ema=dict(...))`` as the moving average of ``student`` (:func:`build_ema`)."""
+        ema = None
+        if is_ema(cfg):
+            ema = build_ema(student, cfg, key)
+            model = ema.module
+        else:
+            with DefaultScope.overwrite_default_scope(registry.scope):
+                model = build_teacher(registry, cfg, key)
+        return cls(model, None if ema else cfg.get('checkpoint'), taps,
+                   student.data_preprocessor, autocast, channels_last, key, ema)
 
     def configure(self, autocast: str | None, channels_last: bool | None = None) -> None:
         """Set the forward's precision and memory format (see the class arguments)."""
@@ -196,7 +272,33 @@ class Teacher:
         self.autocast = autocast
         self.channels_last = autocast is not None if channels_last is None else channels_last
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model.to(memory_format=fmt)
+        self.apply(lambda t: t.to(memory_format=fmt) if t.dim() in (4, 5) else t)
+
+    @property
+    def module(self) -> nn.Module:
+        """The module that holds the teacher's state: the model, or the EMA around it."""
+        return self.model if self.ema is None else self.ema
+
+    def apply(self, fn, *args, **kwargs) -> None:
+        """``nn.Module._apply`` on the teacher (and its EMA step count): device, dtype, format."""
+        self.module._apply(fn, *args, **kwargs)
+        if self.ema is not None:  # it averages into the tensors it listed: list the new ones
+            self.ema.avg_parameters = (self.model.state_dict() if self.ema.update_buffers
+                                       else dict(self.model.named_parameters()))
+
+    @torch.no_grad()
+    def update_average(self, student: nn.Module) -> None:
+        """An EMA teacher: one update from ``student``'s current weights; a trained one: none."""
+        if self.ema is not None:
+            self.ema.update_parameters(student)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds of the teacher: its weights, or the EMA's (``steps``,
+        ``module.*``)."""
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state, strict=True)
 
     def inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """The teacher's view of the student's preprocessed ``inputs``."""
@@ -227,26 +329,31 @@ class Teacher:
 
 
 def save_teacher_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> dict:
-    """State-dict hook of a distiller: adds ``teacher.*`` when ``save_teacher`` is set."""
-    if module.save_teacher and module.teacher is not None:
-        for name, value in module.teacher.state_dict().items():
-            state_dict[f'{prefix}teacher.{name}'] = value.detach()
+    """State-dict hook of a distiller: adds each teacher's :meth:`Teacher.state_dict` under its
+    prefix (``teacher.*``, ``teachers.<name>.*``): an EMA teacher's always (it is training
+    state: a resumed run continues the average), a trained teacher's when ``save_teacher``."""
+    for teacher in module.frozen_teachers.values():
+        if teacher.ema is not None or module.save_teacher:
+            for name, value in teacher.state_dict().items():
+                state_dict[f'{prefix}{teacher.prefix}{name}'] = value.detach()
     return state_dict
 
 
 def load_teacher_state(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """Load-state-dict pre-hook of a distiller: takes ``teacher.*`` keys out of the state dict
-    and loads them into the teacher. A student-only model (``skip_teacher``) has no loss
-    modules: their keys are dropped too."""
+    """Load-state-dict pre-hook of a distiller: takes the ``teacher.*`` and ``teachers.*`` keys
+    out of the state dict and loads each teacher's into it (strictly). A student-only model
+    (``skip_teacher``) has no teachers and no loss modules: their keys are dropped."""
     if module.skip_teacher:
         for k in [k for k in state_dict if k.startswith(prefix + 'distill_losses.')]:
             del state_dict[k]
-    keys = [k for k in state_dict if k.startswith(prefix + 'teacher.')]
-    teacher_state = {k[len(prefix) + len('teacher.'):]: state_dict.pop(k) for k in keys}
-    if teacher_state and module.teacher is not None:
-        module.teacher.load_state_dict(teacher_state, strict=True)
-        print_log('loaded the teacher from the checkpoint (saved with save_teacher=True)',
-                  logger='current')
+    keys = [k for k in state_dict if k.startswith((prefix + 'teacher.', prefix + 'teachers.'))]
+    saved = {k[len(prefix):]: state_dict.pop(k) for k in keys}
+    for teacher in module.frozen_teachers.values():
+        own = {k[len(teacher.prefix):]: v for k, v in saved.items()
+               if k.startswith(teacher.prefix)}
+        if own:
+            teacher.load_state_dict(own)
+            print_log(f'loaded {teacher.key} from the checkpoint', logger='current')
 
 
 @torch.no_grad()

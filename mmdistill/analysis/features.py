@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from mmengine.config import Config
@@ -25,48 +25,67 @@ def build_distiller(cfg: Config, checkpoint: str | None = None):
     return model.eval()
 
 
-def tap_pairs(model, taps: list[str] | None) -> list[tuple[str, str]]:
-    """``(student tap, teacher tap)`` pairs: ``taps`` given as ``'tap'`` or ``'s_tap:t_tap'``,
-    else those of the model's loss entries."""
-    if taps:
-        return [tuple(t.split(':', 1)) if ':' in t else (t, t) for t in taps]
+def tap_pairs(model, taps: list[str] | None) -> list[tuple[str, str, str]]:
+    """``(student tap, teacher tap, teacher name)`` triples: ``taps`` given as ``'tap'`` or
+    ``'s_tap:t_tap'``, each with an optional ``'@<teacher name>'`` (needed with several
+    teachers), else those of the model's loss entries."""
+    if not taps:
+        pairs = []
+        for entry in model.entries:
+            for s, t in zip(entry.student_taps, entry.teacher_taps):
+                if (str(s), str(t), entry.teacher_name) not in pairs:
+                    pairs.append((str(s), str(t), entry.teacher_name))
+        return pairs
+    names = list(model.frozen_teachers)
     pairs = []
-    for entry in model.entries:
-        for s, t in zip(entry.student_taps, entry.teacher_taps):
-            if (str(s), str(t)) not in pairs:
-                pairs.append((str(s), str(t)))
+    for spec in taps:
+        spec, _, name = spec.partition('@')
+        if not name and len(names) > 1:
+            raise ValueError(f'tap {spec!r}: name its teacher with @<name>, one of {names}')
+        if name and name not in names:
+            raise ValueError(f'tap {spec!r}: {name!r} names no teacher; the teachers are {names}')
+        s, _, t = spec.partition(':')
+        pairs.append((s, t or s, name or names[0]))
     return pairs
 
 
 @contextmanager
-def paired_features(model, pairs: list[tuple[str, str]]) -> Iterator:
+def paired_features(model, pairs: list[tuple[str, str, str]]) -> Iterator:
     """Yield ``features(batch) -> {'tap [level]': (student map, teacher map), ...}`` for raw
-    dataloader batches, with hooks on both models for the duration."""
-    s_taps = [(Tap.parse(s), f'student {s}') for s, _ in pairs]
-    t_taps = [(Tap.parse(t), f'teacher {t}') for _, t in pairs]
+    dataloader batches, with hooks on the models for the duration; ``pairs`` from
+    :func:`tap_pairs` (the key names the teacher too when there are several)."""
+    s_taps = [(Tap.parse(s), f'student {s}') for s, _, _ in pairs]
+    t_taps = [(Tap.parse(t), f'teacher {t}') for _, t, _ in pairs]
+    used = {name: model.frozen_teachers[name] for _, _, name in pairs}
     s_rec = FeatureRecorder(model.student, s_taps, 'student')
-    t_rec = FeatureRecorder(model.teacher, t_taps, 'teacher')
+    t_recs = {name: FeatureRecorder(teacher.model, [tap for tap, (_, _, n) in zip(t_taps, pairs)
+                                                    if n == name], 'teacher')
+              for name, teacher in used.items()}
     scope = scope_of(t for t, _ in s_taps)
+    several = len(model.frozen_teachers) > 1
 
     @torch.no_grad()
     def features(batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         data = model.data_preprocessor(batch, False)
         out = {}
-        with s_rec.recording(), t_rec.recording():
+        with ExitStack() as stack:
+            for rec in [s_rec, *t_recs.values()]:
+                stack.enter_context(rec.recording())
             run_to_scope(model.student, scope, data['inputs'], data['data_samples'])
-            model.frozen_teacher.run(data['inputs'], data['data_samples'])
-            for (s_tap, s_key), (t_tap, t_key), (s, t) in zip(s_taps, t_taps, pairs):
-                name = s if s == t else f'{s} : {t}'
-                levels = zip(s_rec.get(s_tap, s_key), t_rec.get(t_tap, t_key))
+            for teacher in used.values():
+                teacher.run(data['inputs'], data['data_samples'])
+            for (s_tap, s_key), (t_tap, t_key), (s, t, name) in zip(s_taps, t_taps, pairs):
+                key = (s if s == t else f'{s} : {t}') + (f' @{name}' if several else '')
+                levels = zip(s_rec.get(s_tap, s_key), t_recs[name].get(t_tap, t_key))
                 for level, (fs, ft) in enumerate(levels):
-                    out[f'{name} [{level}]'] = (fs.float(), ft.float())
+                    out[f'{key} [{level}]'] = (fs.float(), ft.float())
         return out
 
     try:
         yield features
     finally:
-        s_rec.remove()
-        t_rec.remove()
+        for rec in [s_rec, *t_recs.values()]:
+            rec.remove()
 
 
 __all__ = ['build_distiller', 'paired_features', 'tap_pairs']

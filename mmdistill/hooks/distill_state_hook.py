@@ -1,4 +1,4 @@
-"""Resume with nothing lost: RNG states and the teacher checkpoint's identity in checkpoints."""
+"""Resume with nothing lost: RNG states and the teacher checkpoints' identity in checkpoints."""
 from __future__ import annotations
 
 import hashlib
@@ -64,7 +64,10 @@ class DistillStateHook(Hook):
     * Validation leaves the training RNG as it found it, so a run continues the same whether or
       not it validated at its checkpoint (a checkpoint saved during validation holds the state
       from before it).
-    * The sha256 of the teacher checkpoint; a resumed run whose teacher file changed says so.
+    * The sha256 of each teacher's checkpoint file (``meta['teacher_checkpoints']``,
+      ``{teacher name: dict(path, sha256)}``); a resumed run whose teacher file changed says so.
+      (An EMA teacher is in the state dict itself: see
+      :func:`~mmdistill.teacher.save_teacher_state`.)
     """
 
     priority = 'VERY_LOW'
@@ -75,32 +78,38 @@ class DistillStateHook(Hook):
         self._training = False
         self._teacher_sha: dict[str, str] = {}
 
-    def _teacher_hash(self, runner) -> tuple[str, str] | None:
+    def _teacher_hashes(self, runner) -> dict[str, dict[str, str]]:
+        """``{teacher name: dict(path, sha256)}`` of the teachers loaded from local files."""
         model = distiller_of(runner.model)
-        path = model.teacher_checkpoint if model is not None else None
-        if not path or '://' in path:
-            return None
-        if path not in self._teacher_sha:
-            self._teacher_sha[path] = file_sha256(path)
-        return path, self._teacher_sha[path]
+        hashes = {}
+        for name, teacher in (model.frozen_teachers.items() if model is not None else ()):
+            path = teacher.checkpoint
+            if path and '://' not in path:
+                if path not in self._teacher_sha:
+                    self._teacher_sha[path] = file_sha256(path)
+                hashes[name] = dict(path=path, sha256=self._teacher_sha[path])
+        return hashes
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint['rng_state'] = self._before_val or get_rng_state()
-        teacher = self._teacher_hash(runner)
-        if teacher is not None:
-            checkpoint.setdefault('meta', {})['teacher_checkpoint'] = dict(
-                path=teacher[0], sha256=teacher[1])
+        hashes = self._teacher_hashes(runner)
+        if hashes:
+            checkpoint.setdefault('meta', {})['teacher_checkpoints'] = hashes
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._pending = checkpoint.get('rng_state')
-        saved = checkpoint.get('meta', {}).get('teacher_checkpoint')
-        teacher = self._teacher_hash(runner)
-        if saved and teacher and saved['sha256'] != teacher[1]:
-            print_log(
-                f'The teacher checkpoint changed since this run started: it was {saved["path"]} '
-                f'(sha256 {saved["sha256"][:12]}...), now {teacher[0]} (sha256 '
-                f'{teacher[1][:12]}...). The resumed run distils from the new teacher.',
-                logger='current', level=30)
+        meta = checkpoint.get('meta', {})
+        saved = meta.get('teacher_checkpoints') or (  # as saved before there were several
+            {'teacher': meta['teacher_checkpoint']} if 'teacher_checkpoint' in meta else {})
+        for name, now in self._teacher_hashes(runner).items():
+            was = saved.get(name)
+            if was and was['sha256'] != now['sha256']:
+                which = '' if name == 'teacher' else f' of model.teachers.{name}'
+                print_log(
+                    f'The teacher checkpoint{which} changed since this run started: it was '
+                    f'{was["path"]} (sha256 {was["sha256"][:12]}...), now {now["path"]} (sha256 '
+                    f'{now["sha256"][:12]}...). The resumed run distils from the new teacher.',
+                    logger='current', level=30)
 
     def _restore(self) -> None:
         if self._pending is not None:

@@ -64,7 +64,8 @@ class DistillClassifier(BaseDistiller):
         path = entry.options.get('classifier', 'head.fc')
         key = f'{entry.key}.classifier'
         layers = []
-        for model, owner in ((self.student, 'student'), (self.teacher, 'teacher')):
+        teacher = self.teacher_of(entry).model
+        for model, owner in ((self.student, 'student'), (teacher, 'teacher')):
             layer = find_module(model, path, key, owner)
             if not isinstance(layer, nn.Linear):
                 raise ValueError(f'{key}: {path!r} of the {owner} is a {type(layer).__name__}, '

@@ -26,18 +26,24 @@ def taps(spec) -> list:
 
 
 def check_distill_config(cfg: Config, name: str, wrapper: str, models) -> None:
-    """custom_imports, the wrapper type (registered in ``models``), the teacher keys, and the
-    model-zoo URL in the comment above the teacher checkpoint path (the same file)."""
+    """custom_imports, the wrapper type (registered in ``models``), the teacher keys (of
+    ``model.teacher`` or each of ``model.teachers``; an EMA teacher has only ``ema``), and the
+    model-zoo URL in the comment above each teacher checkpoint path (the same file)."""
     assert cfg.custom_imports.imports == ['mmdistill']
     assert cfg.custom_imports.allow_failed_imports is False
     assert cfg.model.type == wrapper
     assert models.get(wrapper) is not None
-    assert set(cfg.model.teacher) == {'config', 'checkpoint'}
-    ckpt = cfg.model.teacher.checkpoint
-    assert ckpt.startswith('checkpoints/') and ckpt.endswith('.pth')
+    assert ('teacher' in cfg.model) != ('teachers' in cfg.model)
     with open(os.path.join(ROOT, 'configs', name)) as f:
         urls = re.findall(r'https://download\.openmmlab\.com/\S+\.pth', f.read())
-    assert any(u.endswith('/' + os.path.basename(ckpt)) for u in urls), urls
+    specs = cfg.model.teachers.values() if 'teachers' in cfg.model else [cfg.model.teacher]
+    for spec in specs:
+        if set(spec) == {'ema'}:
+            continue
+        assert set(spec) == {'config', 'checkpoint'}
+        ckpt = spec.checkpoint
+        assert ckpt.startswith('checkpoints/') and ckpt.endswith('.pth')
+        assert any(u.endswith('/' + os.path.basename(ckpt)) for u in urls), urls
 
 
 def loss_kwargs(key: str, entry: dict, options: tuple[str, ...] = ()) -> tuple[type, dict]:

@@ -286,3 +286,46 @@ def test_teacher_built_from_config_gets_its_normalisation(teacher_ckpts):
     pre = teacher.data_preprocessor
     assert pre._enable_normalize and pre.to_rgb
     torch.testing.assert_close(pre.mean.flatten(), torch.tensor(cfg.data_preprocessor.mean))
+
+
+# ------------------------------------------------------ EMA self-distillation, several teachers
+EMA = 'ema/ema-kd_resnet18_8xb32_in1k.py'
+MULTI = 'multi_teacher/multi-teacher-kd_resnet34-resnet50_resnet18_8xb32_in1k.py'
+
+
+@pytest.mark.parametrize('name', [EMA, MULTI])
+def test_ema_and_multi_teacher_configs_build_and_step(name, teacher_ckpts):
+    """The EMA and multi-teacher examples: their keys, their teachers (the student's average;
+    the real ResNet-34 and ResNet-50 with random weights), one optimiser step on 64x64 inputs."""
+    cfg = _load(name)
+    check_distill_config(cfg, name, 'DistillClassifier', MODELS)
+    assert cfg.runner_type == 'DistillRunner'
+    assert plain(cfg.model.student.data_preprocessor) == plain(cfg.data_preprocessor)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.student = _student_cfg(cfg)
+    model_cfg.dry_run_shape = (64, 64)
+    for spec in model_cfg.get('teachers', {}).values():
+        full = load_config(spec.config, 'teacher')
+        assert plain(full.data_preprocessor) == plain(cfg.data_preprocessor)
+        spec.checkpoint = teacher_ckpts(spec.config)
+    for key, entry in cfg.model.distill_losses.items():
+        loss_cls, kwargs = loss_kwargs(key, entry, options=('teacher_name', ))
+        loss_cls(**kwargs)
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    model.train()
+    log = model.train_step(cls_batch(n=2, num_classes=1000, size=64), optim)
+    for key in cfg.model.distill_losses:
+        assert torch.isfinite(log[f'loss_{key}']), key
+    for teacher in model.frozen_teachers.values():
+        assert all(p.grad is None for p in teacher.model.parameters())
+    if name == EMA:
+        assert plain(cfg.model.teacher) == dict(ema=dict(momentum=0.0002, update_buffers=True))
+        assert int(model.frozen_teacher.ema.steps) == 1
+        assert 'teacher.steps' in model.state_dict()
+    else:
+        depths = {n: t.model.backbone.depth for n, t in model.frozen_teachers.items()}
+        assert depths == dict(r34=34, r50=50)
+        assert [e.teacher_name for e in model.entries] == ['r34', 'r50']

@@ -136,6 +136,9 @@ def main() -> None:
     from mmdet.registry import MODELS
 
     import mmdistill  # noqa: F401
+    if 'config' not in (cfg.model.get('teacher') or {}):
+        raise SystemExit('benchmark_step.py measures one trained teacher: '
+                         'model.teacher=dict(config=..., checkpoint=...)')
     _strip_pretrained(cfg.model.student)
     tmp = tempfile.TemporaryDirectory()
     if args.random_teacher or not os.path.isfile(str(cfg.model.teacher.checkpoint)):

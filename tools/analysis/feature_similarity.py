@@ -7,7 +7,8 @@
 CONFIG is a distillation config (its teacher is loaded from its checkpoint). Each ``--checkpoint``
 (a training checkpoint of the config, or none: the student as built) is measured; two of them
 (e.g. before and after distillation) are drawn side by side. Taps default to those of the
-config's loss entries; a tap that yields several maps (``neck``) gives one row per level.
+config's loss entries; a tap that yields several maps (``neck``) gives one row per level. With
+several teachers (``model.teachers``) a tap names its teacher: ``neck:neck@r101``.
 ``pixels``: every location of every image is an example (maps of the same size; C features);
 ``pool``: every image is one example, its maps averaged over space (also for maps of different
 size). Prints a Markdown table, writes ``DIR/cka.png`` and ``DIR/cka.json``.
