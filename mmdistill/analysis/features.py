@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from mmengine.config import Config
 
-from ..recorder import FeatureRecorder, Tap, run_to_scope, scope_of
+from ..recorder import FeatureRecorder, Tap, run_recorded, run_to_scope, scope_of
 
 
 def build_distiller(cfg: Config, checkpoint: str | None = None):
@@ -53,8 +53,9 @@ def paired_features(model, pairs: list[tuple[str, str]]) -> Iterator:
         data = model.data_preprocessor(batch, False)
         out = {}
         with s_rec.recording(), t_rec.recording():
-            run_to_scope(model.student, scope, data['inputs'], data['data_samples'])
-            model.frozen_teacher.run(data['inputs'], data['data_samples'])
+            run_recorded((s_rec, t_rec), lambda: (
+                run_to_scope(model.student, scope, data['inputs'], data['data_samples']),
+                model.frozen_teacher.run(data['inputs'], data['data_samples'])))
             for (s_tap, s_key), (t_tap, t_key), (s, t) in zip(s_taps, t_taps, pairs):
                 name = s if s == t else f'{s} : {t}'
                 levels = zip(s_rec.get(s_tap, s_key), t_rec.get(t_tap, t_key))
