@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from mmengine.config import ConfigDict
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope, Registry
 from torch import nn
@@ -20,7 +21,7 @@ from .analysis import loss_balance
 from .entries import (LossEntry, build_loss_modules, check_extra_inputs, check_region_logits,
                       check_tapped_inputs, parse_entry, resize_pair, zero_loss)
 from .losses.base import DistillLoss
-from .recorder import FeatureRecorder, Tap, run_to_scope, scope_of
+from .recorder import FeatureRecorder, Tap, run_recorded, run_to_scope, scope_of
 from .teacher import (Teacher, check_autocast, inherit_weights, load_teacher_state,
                       save_teacher_state)
 
@@ -134,13 +135,22 @@ class BaseDistiller(BaseModel):
         self.student.eval()
         wrapper = type(self).__name__
         try:
-            with self._student_rec.recording(), self.frozen_teacher.recorder.recording():
-                run_to_scope(self.student, self._student_scope, inputs, samples)
-                self.frozen_teacher.run(inputs, samples, autocast=False)  # as before: fp32
+            recorders = (self._student_rec, self.frozen_teacher.recorder)
+            with recorders[0].recording(), recorders[1].recording():
+                def run() -> None:
+                    run_to_scope(self.student, self._student_scope, inputs, samples)
+                    self.frozen_teacher.run(inputs, samples, autocast=False)  # as before: fp32
+
+                copied = run_recorded(recorders, run)
+                if copied:
+                    print_log(f'{wrapper}: the models change the outputs of taps {copied} in '
+                              'place after they are recorded; recording copies of them',
+                              logger='current')
                 for entry in self.entries:
                     check_extra_inputs(entry, self.provided_inputs, wrapper)
                     feats_s, feats_t = self._entry_feats(entry)
-                    modules = build_loss_modules(entry, feats_s, feats_t, self.logit_layers)
+                    modules = build_loss_modules(entry, feats_s, feats_t, self.logit_layers,
+                                                 self.teacher)
                     self.distill_losses[entry.name] = modules
                     if isinstance(modules[0], DistillLoss):  # it may need more than its class
                         entry.extra_inputs = tuple(modules[0].extra_inputs)
@@ -194,7 +204,8 @@ class BaseDistiller(BaseModel):
             for module, (fs, ft) in zip(modules, pairs):
                 fs, ft = self._prepare(entry, module, fs, ft)
                 ft = ft.detach() if isinstance(ft, torch.Tensor) else [f.detach() for f in ft]
-                total = total + module(fs, ft, **kwargs)
+                with self.frozen_teacher.recorder.paused():  # a loss may run teacher modules
+                    total = total + module(fs, ft, **kwargs)
             losses[f'loss_{entry.name}'] = total * (entry.weight * factor)
         return losses
 
