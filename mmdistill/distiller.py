@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from mmengine.config import ConfigDict
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope, Registry
 from torch import nn
@@ -23,7 +24,7 @@ from .entries import (LossEntry, build_loss_modules, check_extra_inputs, check_r
                       check_tapped_inputs, parse_entry, resize_pair, resolve_teacher_name,
                       zero_loss)
 from .losses.base import DistillLoss
-from .recorder import FeatureRecorder, Tap, run_to_scope, scope_of
+from .recorder import FeatureRecorder, Tap, run_recorded, run_to_scope, scope_of
 from .teacher import (Teacher, check_autocast, inherit_weights, is_ema, load_teacher_state,
                       save_teacher_state, teacher_specs)
 
@@ -175,13 +176,22 @@ class BaseDistiller(BaseModel):
         wrapper = type(self).__name__
         try:
             with self._recording(self.frozen_teachers.values()):
-                run_to_scope(self.student, self._student_scope, inputs, samples)
-                for teacher in self.frozen_teachers.values():
-                    teacher.run(inputs, samples, autocast=False)  # as before: fp32
+                def run() -> None:
+                    run_to_scope(self.student, self._student_scope, inputs, samples)
+                    for teacher in self.frozen_teachers.values():
+                        teacher.run(inputs, samples, autocast=False)  # as before: fp32
+
+                copied = run_recorded([self._student_rec] + [
+                    t.recorder for t in self.frozen_teachers.values()], run)
+                if copied:
+                    print_log(f'{wrapper}: the models change the outputs of taps {copied} in '
+                              'place after they are recorded; recording copies of them',
+                              logger='current')
                 for entry in self.entries:
                     check_extra_inputs(entry, self.provided_inputs, wrapper)
                     feats_s, feats_t = self._entry_feats(entry)
-                    modules = build_loss_modules(entry, feats_s, feats_t, self.logit_layers)
+                    modules = build_loss_modules(entry, feats_s, feats_t, self.logit_layers,
+                                                 self.teacher_of(entry).model)
                     self.distill_losses[entry.name] = modules
                     if isinstance(modules[0], DistillLoss):  # it may need more than its class
                         entry.extra_inputs = tuple(modules[0].extra_inputs)
@@ -237,7 +247,8 @@ class BaseDistiller(BaseModel):
             for module, (fs, ft) in zip(modules, pairs):
                 fs, ft = self._prepare(entry, module, fs, ft)
                 ft = ft.detach() if isinstance(ft, torch.Tensor) else [f.detach() for f in ft]
-                total = total + module(fs, ft, **kwargs)
+                with self.teacher_of(entry).recorder.paused():  # a loss may run teacher modules
+                    total = total + module(fs, ft, **kwargs)
             losses[f'loss_{entry.name}'] = total * (entry.weight * factor)
         return losses
 

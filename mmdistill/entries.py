@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses.base import DistillLoss, contract
-from .recorder import Tap
+from .losses.base import DistillLoss, TeacherModules, contract
+from .recorder import Tap, find_module
 from .registry import DISTILL_LOSSES
 from .schedule import WeightSchedule
 
@@ -184,6 +184,22 @@ def check_spatial_size(entry: LossEntry, where: str, fs: torch.Tensor, ft: torch
 
 
 # ---------------------------------------------------------------------------------- build
+def resolve_teacher_modules(entry: LossEntry, cfg: dict, teacher: nn.Module | None) -> dict:
+    """Replace the module paths of the loss's ``teacher_module_args`` in ``cfg`` by
+    :class:`TeacherModules` of the teacher (a missing path raises with the candidates)."""
+    for arg in contract(entry.loss_cls).teacher_module_args:
+        paths = cfg.get(arg)
+        if paths is None or isinstance(paths, TeacherModules):
+            continue
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        if teacher is None or not all(isinstance(p, str) for p in paths):
+            raise ValueError(f'{entry.key}.{arg}: expected a list of teacher module paths, '
+                             f'got {cfg[arg]!r}')
+        cfg[arg] = TeacherModules(
+            [find_module(teacher, p, f'{entry.key}.{arg}', 'teacher') for p in paths], paths)
+    return cfg
+
+
 def make_loss(entry: LossEntry, cfg: dict, where: str) -> nn.Module:
     try:
         return entry.loss_cls(**cfg)
@@ -192,10 +208,13 @@ def make_loss(entry: LossEntry, cfg: dict, where: str) -> nn.Module:
 
 
 def build_loss_modules(entry: LossEntry, feats_s: list, feats_t: list,
-                       logit_layers: tuple[str, ...]) -> nn.ModuleList:
-    """One loss module per level (one for an all-levels loss), checked on the dry-run tensors."""
+                       logit_layers: tuple[str, ...],
+                       teacher: nn.Module | None = None) -> nn.ModuleList:
+    """One loss module per level (one for an all-levels loss), checked on the dry-run tensors;
+    ``teacher`` resolves the modules a loss names (``teacher_module_args``)."""
     if entry.all_levels:
-        return nn.ModuleList([make_loss(entry, entry.loss_kwargs, entry.key)])
+        cfg = resolve_teacher_modules(entry, entry.loss_kwargs, teacher)
+        return nn.ModuleList([make_loss(entry, cfg, entry.key)])
     check_level_pairing(entry, feats_s, feats_t)
     modules = []
     for level, (fs, ft) in enumerate(zip(feats_s, feats_t)):
@@ -203,7 +222,7 @@ def build_loss_modules(entry: LossEntry, feats_s: list, feats_t: list,
         cs = fs.shape[1] if fs.dim() > 1 else None
         ct = ft.shape[1] if ft.dim() > 1 else None
         check_logit_classes(entry, where, cs, ct, logit_layers)
-        cfg = resolve_channels(entry, where, cs, ct)
+        cfg = resolve_teacher_modules(entry, resolve_channels(entry, where, cs, ct), teacher)
         check_spatial_size(entry, where, fs, ft)
         modules.append(make_loss(entry, cfg, where))
     return nn.ModuleList(modules)

@@ -9,6 +9,11 @@ A tap names a module by its path in the model and optionally an index:
 
 The index is a call index when the module ran more than once in the step, an element index
 otherwise, so a submodule called ``0`` (``'layers.0'``) is never confused with an index.
+
+A tapped output that the model changes in place after the module returns it (a norm layer
+followed by ``ReLU(inplace=True)``, a block output followed by ``+=``) would hold the changed
+values; the recorder notices it (tensor version counters) and :func:`run_recorded` switches such
+taps to recording a copy, so they hold what the module returned.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import difflib
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -86,6 +91,9 @@ class FeatureRecorder:
     def __init__(self, model: nn.Module, taps: Iterable[tuple[Tap, str]], owner: str) -> None:
         self.owner = owner
         self._outputs: dict[str, list[Any]] = {}
+        self._versions: dict[str, list[list[int | None]]] = {}
+        #: paths whose outputs are recorded as copies (the model changes them in place)
+        self.copied: set[str] = set()
         self._keep: dict[str, tuple[str, set[int]]] = {}
         self._active = False
         self._handles = []
@@ -106,8 +114,30 @@ class FeatureRecorder:
                 output = None  # a call no tap reads: count it, do not hold it
             elif kind == 'elements':
                 output = _Subset(output, needed)
+            if path in self.copied:
+                output = _copy(output)
             calls.append(output)
+            self._versions.setdefault(path, []).append([_version(t) for t in _tensors(output)])
         return hook
+
+    def mutated(self) -> list[str]:
+        """Paths whose recorded tensors have been changed in place since they were recorded."""
+        return [path for path, calls in self._outputs.items() if self._is_mutated(path, calls)]
+
+    def _is_mutated(self, path: str, calls: list) -> bool:
+        return any(_version(t) != v for call, versions in zip(calls, self._versions[path])
+                   for t, v in zip(_tensors(call), versions))
+
+    def copy_mutated(self) -> list[str]:
+        """Record copies from now on for the paths :meth:`mutated` gives; return those paths."""
+        paths = [p for p in self.mutated() if p not in self.copied]
+        self.copied.update(paths)
+        return paths
+
+    def clear(self) -> None:
+        """Forget this step's records."""
+        self._outputs.clear()
+        self._versions.clear()
 
     def keep_only(self, taps: Iterable[Tap]) -> None:
         """Hold only what ``taps`` read from now on (call after a step has been recorded).
@@ -131,13 +161,22 @@ class FeatureRecorder:
     @contextmanager
     def recording(self) -> Iterator['FeatureRecorder']:
         """Record during the block; the store is empty before and after it."""
-        self._outputs.clear()
+        self.clear()
         self._active = True
         try:
             yield self
         finally:
             self._active = False
-            self._outputs.clear()
+            self.clear()
+
+    @contextmanager
+    def paused(self) -> Iterator['FeatureRecorder']:
+        """Record nothing during the block (a loss running the model's modules itself)."""
+        active, self._active = self._active, False
+        try:
+            yield self
+        finally:
+            self._active = active
 
     def get(self, tap: Tap, key: str) -> list[torch.Tensor]:
         """Resolve ``tap`` in this step's records into a list of tensors (one per level).
@@ -149,6 +188,11 @@ class FeatureRecorder:
         if not calls:
             raise RuntimeError(
                 f'{key}: the {self.owner} module {tap.path!r} did not run in this step')
+        if self._is_mutated(tap.path, calls):
+            raise RuntimeError(
+                f'{key}: the {self.owner} changed the output of {tap.path!r} in place after it '
+                'was recorded (e.g. an in-place activation after a norm layer); record a copy '
+                'with copy_mutated() (the wrappers do so at build time) or tap another module')
         if len(calls) > 1:
             if tap.index is None:
                 value: Any = list(calls)
@@ -192,6 +236,52 @@ class _Subset(Sequence):
 
     def __getitem__(self, index: int) -> Any:
         return self._items[index % self._len]
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors of a recorded value (a tensor or nested tuples/lists of them)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, _Subset):
+        value = list(value._items.values())
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _version(t: torch.Tensor) -> int | None:
+    try:
+        return t._version
+    except RuntimeError:  # an inference-mode tensor has no version counter
+        return None
+
+
+def _copy(value: Any) -> Any:
+    """A copy of the tensors of a recorded value (autograd flows through it)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, _Subset):
+        value._items = {i: _copy(v) for i, v in value._items.items()}
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_copy(v) for v in value]
+    return value
+
+
+def run_recorded(recorders: Sequence[FeatureRecorder], run: Callable[[], Any]) -> list[str]:
+    """Call ``run`` (the models' forward, inside the recorders' ``recording()``); when it changed
+    tapped outputs in place, make the recorders copy those outputs and call it again.
+
+    Returns:
+        the changed taps, as ``'<owner> <path>'``.
+    """
+    run()
+    copied = [f'{r.owner} {p}' for r in recorders for p in r.copy_mutated()]
+    if copied:
+        for r in recorders:
+            r.clear()
+        run()
+    return copied
 
 
 def _flatten(value: Any, key: str) -> list[torch.Tensor]:

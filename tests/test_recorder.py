@@ -103,3 +103,39 @@ def test_keep_only_holds_just_the_tapped_parts():
         body.m(parts)
         assert rec.get(Tap('m', -2), 'k')[0] is parts[1]
         assert set(rec._outputs['m'][0]._items) == {1}  # elements 0 and 2 are not held
+
+
+def test_output_changed_in_place_is_noticed_and_then_copied():
+    """A norm output that an in-place ReLU overwrites: get() refuses the changed values;
+    run_recorded() re-runs with the tap recorded as a copy, which holds the pre-activation."""
+    from mmdistill.recorder import run_recorded
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU(inplace=True))
+    rec = FeatureRecorder(net, [(Tap('1'), 'k')], 'student')
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    with rec.recording():
+        net(x)
+        assert rec.mutated() == ['1']
+        with pytest.raises(RuntimeError, match=r"k: the student changed the output of '1' in"):
+            rec.get(Tap('1'), 'k')
+    with rec.recording():
+        assert run_recorded([rec], lambda: net(x)) == ['student 1']
+        assert rec.copied == {'1'} and rec.mutated() == []
+        pre = rec.get(Tap('1'), 'k')[0]
+        torch.testing.assert_close(pre, net[1](net[0](x)))
+        assert (pre < 0).any()
+        pre.sum().backward()  # the copy stays in the graph
+        assert x.grad is not None
+    with rec.recording():  # from now on every step records a copy
+        out = net(x)
+        assert rec.get(Tap('1'), 'k')[0] is not out and run_recorded([rec], lambda: None) == []
+
+
+def test_paused_records_nothing():
+    net = Net()
+    rec = FeatureRecorder(net, [(Tap('shared'), 'k')], 'teacher')
+    x = torch.randn(1, 3, 2, 2)
+    with rec.recording():
+        net(x)
+        with rec.paused():
+            net.shared(torch.randn(1, 4, 2, 2))
+        assert len(rec.get(Tap('shared'), 'k')) == 3

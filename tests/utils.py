@@ -14,6 +14,35 @@ def tiny_retinanet(base_channels: int = 16, fpn_channels: int = 32, num_classes:
                      std=std, octave_base_scale=4)
 
 
+def tiny_gfl(base_channels: int = 8, fpn_channels: int = 16, num_classes: int = 3,
+             stacked_convs: int = 2, reg_max: int = 4) -> dict:
+    """A GFL detector with a narrow ResNet-18, a 2-conv GN head and ``reg_max`` bins."""
+    w = base_channels
+    return dict(
+        type='GFL',
+        data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
+                               pad_size_divisor=32),
+        backbone=dict(type='ResNet', depth=18, base_channels=w, num_stages=4,
+                      out_indices=(0, 1, 2, 3), frozen_stages=-1, style='pytorch',
+                      norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False),
+        neck=dict(type='FPN', in_channels=[w, w * 2, w * 4, w * 8], out_channels=fpn_channels,
+                  start_level=1, add_extra_convs='on_output', num_outs=5),
+        bbox_head=dict(
+            type='GFLHead', num_classes=num_classes, in_channels=fpn_channels,
+            stacked_convs=stacked_convs, feat_channels=fpn_channels, reg_max=reg_max,
+            norm_cfg=dict(type='GN', num_groups=4, requires_grad=True),
+            anchor_generator=dict(type='AnchorGenerator', ratios=[1.0], octave_base_scale=8,
+                                  scales_per_octave=1, strides=[8, 16, 32, 64, 128]),
+            loss_cls=dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0),
+            loss_dfl=dict(type='DistributionFocalLoss', loss_weight=0.25),
+            loss_bbox=dict(type='GIoULoss', loss_weight=2.0)),
+        train_cfg=dict(assigner=dict(type='ATSSAssigner', topk=9), allowed_border=-1,
+                       pos_weight=-1, debug=False),
+        test_cfg=dict(nms_pre=100, min_bbox_size=0, score_thr=0.05,
+                      nms=dict(type='nms', iou_threshold=0.6), max_per_img=20))
+
+
 def save_teacher(cfg: dict, path: str, seed: int = 1, scope: str = 'mmdet') -> dict:
     """Build ``cfg`` in ``scope``, initialise it, save ``{'state_dict': ...}``; return the state."""
     import importlib

@@ -8,7 +8,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from mmengine.config import Config
 
-from ..recorder import FeatureRecorder, Tap, run_to_scope, scope_of
+from ..recorder import FeatureRecorder, Tap, run_recorded, run_to_scope, scope_of
 
 
 def build_distiller(cfg: Config, checkpoint: str | None = None):
@@ -71,9 +71,13 @@ def paired_features(model, pairs: list[tuple[str, str, str]]) -> Iterator:
         with ExitStack() as stack:
             for rec in [s_rec, *t_recs.values()]:
                 stack.enter_context(rec.recording())
-            run_to_scope(model.student, scope, data['inputs'], data['data_samples'])
-            for teacher in used.values():
-                teacher.run(data['inputs'], data['data_samples'])
+
+            def run() -> None:
+                run_to_scope(model.student, scope, data['inputs'], data['data_samples'])
+                for teacher in used.values():
+                    teacher.run(data['inputs'], data['data_samples'])
+
+            run_recorded([s_rec, *t_recs.values()], run)
             for (s_tap, s_key), (t_tap, t_key), (s, t, name) in zip(s_taps, t_taps, pairs):
                 key = (s if s == t else f'{s} : {t}') + (f' @{name}' if several else '')
                 levels = zip(s_rec.get(s_tap, s_key), t_recs[name].get(t_tap, t_key))

@@ -16,7 +16,8 @@ keyword arguments; one with an align layer says ``channel_args = ('student_chann
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -53,6 +54,10 @@ class DistillLoss(nn.Module):
         region_scales: ``(1, 2, 4)``-like grids when ``forward`` takes per-region logits
             ``(N, K, M)`` instead of the tapped feature maps: the classification wrapper pools
             the last feature map to these grids and applies each model's classifier (SDD).
+        teacher_module_args: ``__init__`` arguments that name modules of the teacher, as a list
+            of module paths (``['bbox_head.cls_convs.3', 'bbox_head.gfl_cls']``); the wrapper
+            resolves them in the frozen teacher at build time and passes
+            :class:`TeacherModules` instead (CrossKD runs the teacher's head on student features).
     """
 
     extra_inputs: tuple[str, ...] = ()
@@ -63,6 +68,58 @@ class DistillLoss(nn.Module):
     owns_weight: ClassVar[bool] = False
     dataset_size_arg: ClassVar[str | None] = None
     region_scales: tuple[int, ...] | None = None
+    teacher_module_args: ClassVar[tuple[str, ...]] = ()
+
+
+class TeacherModules:
+    """Frozen teacher modules run one after the other, held without being registered.
+
+    Not an ``nn.Module`` (as :class:`~mmdistill.teacher.Teacher`): a loss holding it does not
+    own the teacher's parameters, so they stay out of its ``parameters()``, state dict, optimizer
+    and DDP's reducer; gradients still flow through the modules to their input. A deep copy
+    (mmengine's EMA model) shares them. An ``nn.ModuleList`` in the sequence applies its
+    ``level``-th module (per-level layers such as GFL's ``scales``).
+
+    Args:
+        modules: the modules, in the order they run.
+        paths: their paths in the teacher, for messages.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], paths: Sequence[str] | None = None) -> None:
+        self.modules = tuple(modules)
+        self.paths = tuple(paths) if paths is not None else tuple(
+            type(m).__name__ for m in self.modules)
+
+    def __call__(self, x: Any, level: int | None = None) -> Any:
+        for path, module in zip(self.paths, self.modules):
+            if isinstance(module, nn.ModuleList):
+                if level is None or not -len(module) <= level < len(module):
+                    raise IndexError(f'teacher module {path!r} holds {len(module)} per-level '
+                                     f'modules; level {level} asked for')
+                module = module[level]
+            x = module(x)
+        return x
+
+    def parameters(self):
+        return (p for m in self.modules for p in m.parameters())
+
+    def __deepcopy__(self, memo: dict) -> 'TeacherModules':
+        return self
+
+    def __repr__(self) -> str:
+        return f'TeacherModules({list(self.paths)})'
+
+
+def as_teacher_modules(value: Any, name: str) -> TeacherModules:
+    """``value`` as :class:`TeacherModules`: one already, or a sequence of modules (tests)."""
+    if isinstance(value, TeacherModules):
+        return value
+    if isinstance(value, nn.Module):
+        value = [value]
+    if isinstance(value, Sequence) and value and all(isinstance(m, nn.Module) for m in value):
+        return TeacherModules(value)
+    raise TypeError(f'{name}: expected teacher modules, got {value!r}; in a config it is a list '
+                    'of teacher module paths, which the distillation wrapper resolves')
 
 
 def contract(loss_cls: type) -> type[DistillLoss]:

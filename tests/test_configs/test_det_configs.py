@@ -1,4 +1,4 @@
-"""The shipped mmdet distillation configs: configs/{fgd,mgd,cwd}/*_coco.py.
+"""The shipped mmdet distillation configs: configs/{fgd,mgd,cwd,ld,crosskd}/*_coco.py.
 
 For every config: it loads with ``mmengine.Config.fromfile`` (its ``mmdet::`` bases resolve), wraps
 its student in a ``DistillDetector``, names registered losses with taps that exist in the student,
@@ -23,6 +23,7 @@ from mmdet.utils import register_all_modules  # noqa: E402
 
 import mmdistill  # noqa: E402,F401
 from mmdistill.recorder import Tap, find_module  # noqa: E402
+from mmdistill.registry import DISTILL_LOSSES  # noqa: E402
 from mmdistill.teacher import load_config, model_config  # noqa: E402
 from tests.utils import det_batch  # noqa: E402
 
@@ -34,7 +35,7 @@ _scope = use_scope('mmdet')
 register_all_modules()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-METHODS = ('fgd', 'mgd', 'cwd')
+METHODS = ('fgd', 'mgd', 'cwd', 'ld', 'crosskd')
 # the COCO ones; the Cityscapes configs are tested in test_seg_configs.py
 CONFIGS = sorted(p for m in METHODS
                  for p in glob.glob(os.path.join(ROOT, 'configs', m, '*_coco.py')))
@@ -52,6 +53,8 @@ GFL_R101_CKPT = 'gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth'
 CASCADE = 'mmdet::dcn/cascade-mask-rcnn_x101-32x4d-dconv-c3-c5_fpn_1x_coco.py'
 CASCADE_CKPT = 'cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco-e75f90c8.pth'
 CLIP = dict(max_norm=35, norm_type=2)
+GFL_SCALES = [f'bbox_head.scales.{i}' for i in range(5)]
+GFL_HOLDS = ['bbox_head.cls_convs.2.gn', 'bbox_head.reg_convs.2.gn']
 
 # The official recipes (see each config's header for its source): student type, teacher
 # config and checkpoint file, loss entries, inheriting, grad clip, epochs, lr; levels = the
@@ -96,6 +99,22 @@ RECIPES = {
         losses=dict(cwd_cls_head=dict(type='CWDLoss', student='bbox_head.gfl_cls',
                                       teacher='bbox_head.gfl_cls', tau=1.0, loss_weight=5.0)),
         levels=dict(cwd_cls_head=5), init_student=False, clip=None, epochs=12, lr=0.01),
+    'ld/ld_gfl_r101-fpn_gfl_r18-fpn_1x_coco.py': dict(
+        student='GFL', teacher=GFL_R101, ckpt=GFL_R101_CKPT, backbone='torchvision://resnet18',
+        losses=dict(ld_bbox_head=dict(type='LDLoss', student=GFL_SCALES, teacher=GFL_SCALES,
+                                      loss_weight=0.25, T=10, reg_max=16)),
+        levels=dict(ld_bbox_head=5), init_student=False, clip=None, epochs=12, lr=0.01),
+    'crosskd/crosskd_gfl_r101-fpn_gfl_r50-fpn_1x_coco.py': dict(
+        student='GFL', teacher=GFL_R101, ckpt=GFL_R101_CKPT,
+        losses=dict(crosskd=dict(
+            type='CrossKDLoss', student=GFL_HOLDS,
+            teacher=GFL_HOLDS + ['bbox_head.gfl_cls'] + GFL_SCALES,
+            cls_branch=['bbox_head.cls_convs.2.activate', 'bbox_head.cls_convs.3',
+                        'bbox_head.gfl_cls'],
+            reg_branch=['bbox_head.reg_convs.2.activate', 'bbox_head.reg_convs.3',
+                        'bbox_head.gfl_reg', 'bbox_head.scales'],
+            cls_weight=1.0, reg_weight=3.0, bbox_weight=2.0, beta=1.0, T=1.0, reg_max=16)),
+        levels=dict(crosskd=1), init_student=False, clip=None, epochs=12, lr=0.01),
 }
 
 
@@ -110,7 +129,7 @@ def _student_cfg(cfg: Config) -> ConfigDict:
 
 
 def test_every_config_has_a_recipe():
-    assert NAMES, 'no configs found under configs/{fgd,mgd,cwd}'
+    assert NAMES, 'no configs found under configs/{fgd,mgd,cwd,ld,crosskd}'
     assert sorted(NAMES) == sorted(RECIPES)
 
 
@@ -119,7 +138,8 @@ def test_config_loads_as_distill_detector(name):
     cfg = _load(name)
     check_distill_config(cfg, name, 'DistillDetector', MODELS)
     # the student comes from the mmdet base and keeps its pretrained backbone init
-    assert cfg.model.student.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
+    assert cfg.model.student.backbone.init_cfg.checkpoint == \
+        RECIPES[name].get('backbone', 'torchvision://resnet50')
     assert cfg.train_dataloader.dataset.type == 'CocoDataset'
 
 
@@ -128,8 +148,12 @@ def test_losses_are_registered_and_buildable(name):
     for key, entry in _load(name).model.distill_losses.items():
         # the hyperparameters are arguments of the loss (the wrapper passes them through)
         loss_cls, kwargs = loss_kwargs(key, entry)
-        for arg in getattr(loss_cls, 'channel_args', ()):
+        for arg in getattr(loss_cls, 'channel_args', None) or ():
             kwargs.setdefault(arg, 256)
+        for arg in getattr(loss_cls, 'teacher_module_args', ()):
+            # module paths, resolved in the teacher by the wrapper (test_distill_step_...)
+            assert all(isinstance(p, str) for p in kwargs[arg]), arg
+            kwargs[arg] = [torch.nn.Identity()]
         loss_cls(**kwargs)
 
 
@@ -164,6 +188,10 @@ def test_student_builds_and_taps_exist(name):
             find_module(student, tap.path, key, 'student')
             if tap.path == 'neck' and tap.index is not None:
                 assert tap.index < cfg.model.student.neck.num_outs
+        # teacher modules a loss runs (CrossKD): the GFL teachers have the student's head
+        for arg in getattr(DISTILL_LOSSES.get(entry.type), 'teacher_module_args', ()):
+            for path in entry[arg]:
+                find_module(student, path, f'{key}.{arg}', 'teacher')
 
 
 @pytest.mark.parametrize('name', NAMES)
