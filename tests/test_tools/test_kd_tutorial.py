@@ -14,12 +14,14 @@ pytestmark = pytest.mark.skipif(not osp.isdir(osp.join(SHARED_DATA, 'cifar10')),
 
 
 def build(name):
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     from mmpretrain.utils import register_all_modules
 
     from mmdistill.experiments.kd_tutorial import tutorial_net
     register_all_modules(init_default_scope=False)
-    return MODELS.build(tutorial_net(name))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # whatever scope tests left
+        return MODELS.build(tutorial_net(name))
 
 
 def test_networks_are_the_tutorials():
