@@ -33,6 +33,17 @@ def _every_kth(data_root: str, split: str, n: int | None) -> list[int] | None:
     return list(range(0, total, max(total // n, 1)))[:n]
 
 
+def eval_loader(data_root: str, split: str, n: int | None, pipeline: list) -> dict:
+    """A validation/test dataloader of ``split`` (all images, or a fixed ``n`` of them)."""
+    dataset = dict(type='CustomDataset', data_root=data_root, data_prefix=split,
+                   pipeline=pipeline)
+    indices = _every_kth(data_root, split, n)
+    if indices is not None:
+        dataset['indices'] = indices
+    return dict(batch_size=256, num_workers=0, persistent_workers=False,
+                sampler=dict(type='DefaultSampler', shuffle=False), dataset=dataset)
+
+
 def cifar_config(model: dict, data_root: str, work_dir: str, iters: int, batch_size: int,
                  lr: float, name: str, seed: int = 0, test_subset: int | None = None,
                  curve_subset: int = 2000, **runtime) -> dict:
@@ -48,15 +59,6 @@ def cifar_config(model: dict, data_root: str, work_dir: str, iters: int, batch_s
         dict(type='PackInputs')]
     test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
 
-    def loader(split, n):
-        dataset = dict(type='CustomDataset', data_root=data_root, data_prefix=split,
-                       pipeline=test_pipeline)
-        indices = _every_kth(data_root, split, n)
-        if indices is not None:
-            dataset['indices'] = indices
-        return dict(batch_size=256, num_workers=0, persistent_workers=False,
-                    sampler=dict(type='DefaultSampler', shuffle=False), dataset=dataset)
-
     evaluator = dict(type='Accuracy', topk=(1, ))
     warmup = max(iters // 20, 1)
     return dict(
@@ -67,8 +69,8 @@ def cifar_config(model: dict, data_root: str, work_dir: str, iters: int, batch_s
                               sampler=dict(type='InfiniteSampler', shuffle=True),
                               dataset=dict(type='CustomDataset', data_root=data_root,
                                            data_prefix='train', pipeline=train_pipeline)),
-        val_dataloader=loader('train', curve_subset),
-        test_dataloader=loader('test', test_subset),
+        val_dataloader=eval_loader(data_root, 'train', curve_subset, test_pipeline),
+        test_dataloader=eval_loader(data_root, 'test', test_subset, test_pipeline),
         val_evaluator=evaluator, test_evaluator=evaluator,
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=lr, momentum=0.9, weight_decay=5e-4,
                                           nesterov=True)),

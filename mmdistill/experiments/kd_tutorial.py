@@ -106,19 +106,14 @@ def tutorial_net(name: str, ce_weight: float = 1.0) -> dict:
 
 def tutorial_config(model: dict, data_root: str, work_dir: str, iters: int, name: str,
                     seed: int = 0, batch_size: int = 128, test_subset: int | None = None,
-                    **runtime) -> dict:
+                    curve_subset: int = 2000, **runtime) -> dict:
     """A full mmpretrain config: no augmentation, shuffled batches of 128, Adam lr 0.001 (no
-    schedule), top-1 on the test images (all, or ``test_subset`` of them)."""
-    from .cifar import _every_kth
+    schedule), top-1 on the test images (all, or ``test_subset`` of them); validation (the
+    learning curve) on ``curve_subset`` training images."""
+    from .cifar import eval_loader
     from .runtime import iter_runtime
     pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-    dataset = dict(type='CustomDataset', data_root=data_root, data_prefix='test',
-                   pipeline=pipeline)
-    indices = _every_kth(data_root, 'test', test_subset)
-    if indices is not None:
-        dataset['indices'] = indices
-    test = dict(batch_size=256, num_workers=0, persistent_workers=False,
-                sampler=dict(type='DefaultSampler', shuffle=False), dataset=dataset)
+
     evaluator = dict(type='Accuracy', topk=(1, ))
     return dict(
         default_scope='mmpretrain',
@@ -129,7 +124,9 @@ def tutorial_config(model: dict, data_root: str, work_dir: str, iters: int, name
                               sampler=dict(type='DefaultSampler', shuffle=True),
                               dataset=dict(type='CustomDataset', data_root=data_root,
                                            data_prefix='train', pipeline=pipeline)),
-        val_dataloader=test, test_dataloader=test,
+        # the learning curve on training images; the reported numbers on the test images
+        val_dataloader=eval_loader(data_root, 'train', curve_subset, pipeline),
+        test_dataloader=eval_loader(data_root, 'test', test_subset, pipeline),
         val_evaluator=evaluator, test_evaluator=evaluator,
         optim_wrapper=dict(optimizer=dict(type='Adam', lr=0.001)),
         param_scheduler=[],

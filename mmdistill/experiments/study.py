@@ -199,7 +199,7 @@ def tutorial_track(data_root: str, quick: bool = False) -> Track:
         student=lambda ce_weight=1.0: tutorial_net('LightNN', ce_weight),
         config=lambda model, wd, iters, name, seed, **rt: tutorial_config(
             model, data_root, wd, iters, name, seed, batch, test_subset=200 if quick else None,
-            **rt),
+            curve_subset=200 if quick else 2000, **rt),
         methods=methods, teacher_iters=iters, student_iters=iters, dry_run_shape=(32, 32),
         setting=(f'the tutorial\'s DeepNN teacher -> LightNN student, 10,000 train images (the '
                  f'tutorial: 50,000), batch {batch}, Adam 0.001, no augmentation; top-1 on '
