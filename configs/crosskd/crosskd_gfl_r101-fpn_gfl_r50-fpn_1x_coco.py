@@ -16,7 +16,7 @@ teacher_ckpt = 'checkpoints/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f84
 
 # head layer 3: the output of conv 2's GroupNorm in each tower (recorded before the ReLU that
 # overwrites it in place); each runs once per FPN level, so a tap gives the 5 levels
-holds = ['bbox_head.cls_convs.2.gn', 'bbox_head.reg_convs.2.gn']
+head_taps = ['bbox_head.cls_convs.2.gn', 'bbox_head.reg_convs.2.gn']
 model = dict(
     _delete_=True,
     type='DistillDetector',
@@ -27,10 +27,10 @@ model = dict(
     distill_losses=dict(
         crosskd=dict(
             type='CrossKDLoss',
-            student=holds,
+            student=head_taps,
             # the same features of the teacher, then its predictions: class logits and the box
             # logits of each level (after its Scale)
-            teacher=holds + ['bbox_head.gfl_cls'] + [f'bbox_head.scales.{i}' for i in range(5)],
+            teacher=head_taps + ['bbox_head.gfl_cls'] + [f'bbox_head.scales.{i}' for i in range(5)],
             # the teacher's remaining layers, resolved in the teacher (not trained, not saved)
             cls_branch=['bbox_head.cls_convs.2.activate', 'bbox_head.cls_convs.3',
                         'bbox_head.gfl_cls'],
