@@ -40,12 +40,19 @@ def _shutdown() -> None:
 
     Without it a rank that reaches the end while another still has gloo work (or the store,
     which rank 0 hosts, closes under it) can abort with "terminate called without an active
-    exception" during teardown: seen in CI with two CPU ranks.
+    exception" during teardown: seen in CI with two CPU ranks. The barrier is gloo's monitored
+    one with a timeout, so a rank that exits on an error does not wait for the others for long.
     """
+    from datetime import timedelta
+
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        dist.monitored_barrier(timeout=timedelta(seconds=60))
+    except RuntimeError:
+        pass  # another rank failed or left: destroy ours anyway
+    dist.destroy_process_group()
 
 
 def _slurm_env() -> None:
