@@ -44,38 +44,47 @@ def eval_loader(data_root: str, split: str, n: int | None, pipeline: list) -> di
                 sampler=dict(type='DefaultSampler', shuffle=False), dataset=dataset)
 
 
-def cifar_config(model: dict, data_root: str, work_dir: str, iters: int, batch_size: int,
-                 lr: float, name: str, seed: int = 0, test_subset: int | None = None,
-                 curve_subset: int = 2000, **runtime) -> dict:
-    """A full mmpretrain config: 32x32 images, RandomCrop(pad 4) + flip, SGD + cosine.
-
-    Validation (the learning curve) runs on ``curve_subset`` training images; the test, whose
-    numbers are reported, on the test images (all, or ``test_subset`` of them).
-    """
-    train_pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='RandomCrop', crop_size=32, padding=4),
-        dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-        dict(type='PackInputs')]
+def classification_config(model: dict, data_root: str, work_dir: str, iters: int, name: str,
+                          train_pipeline: list, sampler: dict, batch_size: int,
+                          optim_wrapper: dict, param_scheduler: list, seed: int = 0,
+                          test_subset: int | None = None, curve_subset: int = 2000,
+                          **runtime) -> dict:
+    """A full mmpretrain config on the CIFAR-10 folders of ``data_root``: training on ``train``
+    with ``train_pipeline``; validation (the learning curve) on ``curve_subset`` training
+    images; the test, whose numbers are reported, on the test images (all, or ``test_subset``
+    of them), both without augmentation."""
     test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-
     evaluator = dict(type='Accuracy', topk=(1, ))
-    warmup = max(iters // 20, 1)
     return dict(
         default_scope='mmpretrain',
         custom_imports=dict(imports=['mmdistill'], allow_failed_imports=False),
         model=model, work_dir=work_dir,
         train_dataloader=dict(batch_size=batch_size, num_workers=0, persistent_workers=False,
-                              sampler=dict(type='InfiniteSampler', shuffle=True),
+                              sampler=sampler,
                               dataset=dict(type='CustomDataset', data_root=data_root,
                                            data_prefix='train', pipeline=train_pipeline)),
         val_dataloader=eval_loader(data_root, 'train', curve_subset, test_pipeline),
         test_dataloader=eval_loader(data_root, 'test', test_subset, test_pipeline),
         val_evaluator=evaluator, test_evaluator=evaluator,
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=lr, momentum=0.9, weight_decay=5e-4,
-                                          nesterov=True)),
-        param_scheduler=[
-            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=warmup),
-            dict(type='CosineAnnealingLR', by_epoch=False, begin=warmup, end=iters,
-                 T_max=iters - warmup, eta_min=0.0)],
+        optim_wrapper=optim_wrapper, param_scheduler=param_scheduler,
         **iter_runtime(iters, name, seed=seed, **runtime))
+
+
+def cifar_config(model: dict, data_root: str, work_dir: str, iters: int, batch_size: int,
+                 lr: float, name: str, seed: int = 0, test_subset: int | None = None,
+                 curve_subset: int = 2000, **runtime) -> dict:
+    """:func:`classification_config` with RandomCrop(pad 4) + flip, SGD + cosine."""
+    train_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='RandomCrop', crop_size=32, padding=4),
+        dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+        dict(type='PackInputs')]
+    warmup = max(iters // 20, 1)
+    return classification_config(
+        model, data_root, work_dir, iters, name, train_pipeline,
+        dict(type='InfiniteSampler', shuffle=True), batch_size,
+        dict(optimizer=dict(type='SGD', lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)),
+        [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=warmup),
+         dict(type='CosineAnnealingLR', by_epoch=False, begin=warmup, end=iters,
+              T_max=iters - warmup, eta_min=0.0)],
+        seed, test_subset, curve_subset, **runtime)

@@ -110,24 +110,11 @@ def tutorial_config(model: dict, data_root: str, work_dir: str, iters: int, name
     """A full mmpretrain config: no augmentation, shuffled batches of 128, Adam lr 0.001 (no
     schedule), top-1 on the test images (all, or ``test_subset`` of them); validation (the
     learning curve) on ``curve_subset`` training images."""
-    from .cifar import eval_loader
-    from .runtime import iter_runtime
-    pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-
-    evaluator = dict(type='Accuracy', topk=(1, ))
-    return dict(
-        default_scope='mmpretrain',
-        custom_imports=dict(imports=['mmdistill'], allow_failed_imports=False),
-        model=model, work_dir=work_dir,
-        # DefaultSampler in an iteration loop: whole epochs, reshuffled each (set_epoch)
-        train_dataloader=dict(batch_size=batch_size, num_workers=0, persistent_workers=False,
-                              sampler=dict(type='DefaultSampler', shuffle=True),
-                              dataset=dict(type='CustomDataset', data_root=data_root,
-                                           data_prefix='train', pipeline=pipeline)),
-        # the learning curve on training images; the reported numbers on the test images
-        val_dataloader=eval_loader(data_root, 'train', curve_subset, pipeline),
-        test_dataloader=eval_loader(data_root, 'test', test_subset, pipeline),
-        val_evaluator=evaluator, test_evaluator=evaluator,
-        optim_wrapper=dict(optimizer=dict(type='Adam', lr=0.001)),
-        param_scheduler=[],
-        **iter_runtime(iters, name, seed=seed, **runtime))
+    from .cifar import classification_config
+    # DefaultSampler in an iteration loop: whole epochs, reshuffled each (set_epoch)
+    return classification_config(
+        model, data_root, work_dir, iters, name,
+        [dict(type='LoadImageFromFile'), dict(type='PackInputs')],
+        dict(type='DefaultSampler', shuffle=True), batch_size,
+        dict(optimizer=dict(type='Adam', lr=0.001)), [], seed, test_subset, curve_subset,
+        **runtime)
