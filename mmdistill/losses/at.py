@@ -18,23 +18,48 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.compiled import compiled
 from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
+
+
+def _pow_mean(feat: torch.Tensor, p: float) -> torch.Tensor:
+    """``(N, C, H, W) -> (N, H, W)``: ``feat.pow(p).mean(1)``."""
+    if p == 2:
+        return (feat * feat).mean(1)
+    return feat.pow(p).mean(1)
+
+
+def _pow_mean_grad(feat: torch.Tensor, grad: torch.Tensor, p: float) -> torch.Tensor:
+    """Gradient of :func:`_pow_mean` at ``feat`` (N, C, H, W) for ``grad`` (N, H, W)."""
+    scale = (grad * (p / feat.shape[1]))[:, None]
+    if p == 2:
+        return feat * scale
+    return feat.pow(p - 1).mul_(scale)
+
+
+#: compiled forms (``ATLoss(compiled=True)``): one pass over the map each, the channel sum
+#: accumulated in registers along the locations
+pow_mean = compiled(_pow_mean)
+pow_mean_grad = compiled(_pow_mean_grad)
 
 
 class _ChannelMeanPow(torch.autograd.Function):
     """``feat.pow(p).mean(1)`` with a one-pass backward ``p * feat^(p-1) * grad / C``.
 
     Autograd through ``pow`` and ``mean`` materialises the expanded gradient, ``feat^(p-1)``
-    and two products, each a full ``(N, C, H, W)`` tensor; this writes only the result. For
-    ``p = 2`` the forward is one pass too (``vector_norm`` over the channels, squared), not a
-    written and re-read ``feat ** 2``. Not twice differentiable.
+    and two products, each a full ``(N, C, H, W)`` tensor; this writes only the result. Eager,
+    the forward for ``p = 2`` is one pass too (``vector_norm`` over the channels, squared, not a
+    written and re-read ``feat ** 2``); compiled (``use_compiled``), both directions are one
+    fused pass. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, feat: torch.Tensor, p: float) -> torch.Tensor:
+    def forward(ctx, feat: torch.Tensor, p: float, use_compiled: bool) -> torch.Tensor:
         ctx.save_for_backward(feat)
-        ctx.p = p
+        ctx.p, ctx.use_compiled = p, use_compiled
+        if use_compiled:
+            return pow_mean(feat.detach(), p, compiled=True)  # one graph, teacher or student
         if p == 2:
             return torch.linalg.vector_norm(feat, 2, dim=1).square_().div_(feat.shape[1])
         return feat.pow(p).mean(1)
@@ -43,11 +68,7 @@ class _ChannelMeanPow(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         feat, = ctx.saved_tensors
-        p = ctx.p
-        scale = (grad * (p / feat.shape[1]))[:, None]
-        if p == 2:
-            return feat * scale, None
-        return feat.pow(p - 1).mul_(scale), None
+        return pow_mean_grad(feat, grad, ctx.p, compiled=ctx.use_compiled), None, None
 
 
 @DISTILL_LOSSES.register_module()
@@ -57,6 +78,9 @@ class ATLoss(DistillLoss):
     Args:
         p: Power applied to the activations before the channel mean (paper, mdistiller: 2).
         loss_weight: Weight of the loss (mdistiller ``AT.LOSS.FEAT_WEIGHT``: 1000).
+        compiled: take the channel means and their gradient with compiled kernels (see
+            :mod:`mmdistill.losses.compiled`): the same values, one pass over each map, compiled
+            once on first use; the eager form where compiling is not possible.
 
     Shapes:
         preds_S: ``(N, Cs, Hs, Ws)`` student feature.
@@ -72,14 +96,16 @@ class ATLoss(DistillLoss):
     match_spatial = False  # the larger map is pooled to the smaller
     owns_weight = True
 
-    def __init__(self, p: float = 2, loss_weight: float = 1.0) -> None:
+    def __init__(self, p: float = 2, loss_weight: float = 1.0, compiled: bool = False) -> None:
         super().__init__()
         self.p = p
         self.loss_weight = loss_weight
+        self.compiled = compiled
 
     def attention(self, feat: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W) -> (N, H*W)``: L2-normalised channel mean of ``feat ** p``."""
-        return F.normalize(_ChannelMeanPow.apply(feat, self.p).reshape(feat.size(0), -1))
+        mean = _ChannelMeanPow.apply(feat, self.p, self.compiled)
+        return F.normalize(mean.reshape(feat.size(0), -1))
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
         """Compute the attention-transfer loss.

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.compiled import compiled
 from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
 
@@ -173,6 +174,108 @@ def _stats(x: Tensor, abs_c: Tensor, abs_hw: Tensor, logits: Tensor, weight: Ten
     return value
 
 
+# Compiled passes (``FGDLoss(compiled=True)``): the same reductions as the blocked eager passes,
+# each a whole-level function that Inductor turns into one fused loop nest over (N, C, HW)
+# maps, so that the forward reads S and T twice and the backward twice, writing dS once.
+@compiled
+def _column_stats(S3: Tensor, T3: Tensor, w_s: Tensor,
+                  w_t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(N, C, HW)`` maps, ``(C, 1)`` conv_mask weights -> ``(N, HW)`` each: ``sum_c |S|``,
+    ``sum_c |T|``, ``w_s . S``, ``w_t . T``."""
+    return (S3.abs().sum(1), T3.abs().sum(1), (S3 * w_s).sum(1), (T3 * w_t).sum(1))
+
+
+@compiled
+def _row_stats(S3: Tensor, T3: Tensor, weight: Tensor, p_s: Tensor,
+               p_t: Tensor) -> tuple[Tensor, ...]:
+    """``(N, C, HW)`` maps, ``(N, 1, HW)`` weights -> ``(N, C)`` each: ``sum_hw |S|``,
+    ``sum_hw |T|``, ``D``, ``Q2``, ``Q1``, ``ctx_s``, ``ctx_t`` (see ``_FGDFunction``)."""
+    d = S3 - T3
+    d2 = d * d
+    return (S3.abs().sum(2), T3.abs().sum(2), d.sum(2), d2.sum(2), (d2 * weight).sum(2),
+            (S3 * p_s).sum(2), (T3 * p_t).sum(2))
+
+
+@compiled
+def _column_grads(S3: Tensor, T3: Tensor, g_ctx_s: Tensor,
+                  g_ctx_t: Tensor) -> tuple[Tensor, Tensor]:
+    """``(N, C, 1)`` context gradients -> ``(N, HW)``: their products with every column."""
+    return (S3 * g_ctx_s).sum(1), (T3 * g_ctx_t).sum(1)
+
+
+@compiled
+def _grad_S(S3: Tensor, T3: Tensor, two_q2: Tensor, two_q1: Tensor, weight: Tensor,
+            g_sign_c: Tensor, g_sign_hw: Tensor, g_dsum: Tensor, w_s: Tensor, g_ls: Tensor,
+            g_ctx_s: Tensor, p_s: Tensor, g_lt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """dS (N, C, HW) from ``(N, C, 1)`` and ``(N, 1, HW)`` coefficients (``w_s`` (C, 1)), and
+    the per-image conv_mask weight gradients ``sum_hw g_l F`` (N, C) of S and T."""
+    grad = ((S3 - T3) * (two_q2 + two_q1 * weight)
+            + torch.sign(S3) * (g_sign_c + g_sign_hw)
+            + g_dsum + w_s * g_ls + g_ctx_s * p_s)
+    return grad, (S3 * g_ls).sum(2), (T3 * g_lt).sum(2)
+
+
+def _blocked_forward(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: 'FGDLoss', w_s: Tensor,
+                     w_t: Tensor) -> tuple[Tensor, ...]:
+    """The forward reductions of ``_FGDFunction`` in 4 eager passes, block by block on the CPU."""
+    n, c, hw = S3.shape
+    dtype, device = S3.dtype, S3.device
+    ones = torch.ones(1, 1, c, dtype=dtype, device=device).expand(n, 1, c)
+    zeros = functools.partial(torch.zeros, dtype=dtype, device=device)
+    at_c, at_hw, lt = zeros(n, c), zeros(n, 1, hw), zeros(n, 1, hw)
+    as_c, as_hw, ls = zeros(n, c), zeros(n, 1, hw), zeros(n, 1, hw)
+    q1, q2, dsum = zeros(n, c), zeros(n, c), zeros(n, c)
+
+    # teacher: attention sums and GcBlock logits
+    for i, j in _blocks(n, c, hw, device):
+        _stats(T3[i, j], at_c[i, j], at_hw[i], lt[i], w_t[i, :, j], ones[i, :, j])
+    at_hw, lt = at_hw[:, 0], lt[:, 0]
+    spatial_t = hw * F.softmax(at_hw / (c * loss.temp), dim=1)
+    channel_t = c * F.softmax(at_c / (hw * loss.temp), dim=1)
+    weight = spatial_t * pix_weight  # (N, HW)
+
+    # student and difference
+    for i, j in _blocks(n, c, hw, device):
+        s, t = S3[i, j], T3[i, j]
+        diff = _stats(s, as_c[i, j], as_hw[i], ls[i], w_s[i, :, j], ones[i, :, j])
+        torch.sub(s, t, out=diff)
+        torch.sum(diff, 2, out=dsum[i, j])
+        diff.square_()
+        _rowdot(diff, weight[i], out=q1[i, j])
+        torch.sum(diff, 2, out=q2[i, j])
+    as_hw, ls = as_hw[:, 0], ls[:, 0]
+
+    # GcBlock contexts
+    p_s = F.softmax(ls + loss.conv_mask_s.bias.to(dtype), dim=1)
+    p_t = F.softmax(lt + loss.conv_mask_t.bias.to(dtype), dim=1)
+    ctx_s = _rowdot(S3, p_s)
+    ctx_t = _rowdot(T3, p_t)
+
+    return spatial_t, channel_t, weight, p_s, p_t, as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t
+
+
+def _blocked_grad_S(S3: Tensor, T3: Tensor, g_q1: Tensor, g_q2: Tensor, weight: Tensor,
+                    g_as_c: Tensor, g_as_hw: Tensor, g_dsum: Tensor, w_s: Tensor, g_ls: Tensor,
+                    g_ctx_s: Tensor, p_s: Tensor) -> Tensor:
+    """dS of ``_FGDFunction`` (N, C, HW) in one eager pass, block by block on the CPU."""
+    n, c, hw = S3.shape
+    left = torch.stack([g_dsum, w_s.expand(n, c), g_ctx_s], dim=2)  # (N, C, 3)
+    right = torch.stack([torch.ones_like(g_ls), g_ls, p_s], dim=1)  # (N, 3, HW)
+    two_q1, two_q2 = (2 * g_q1)[..., None], (2 * g_q2)[..., None]
+    g_as_c, g_as_hw, weight = g_as_c[..., None], g_as_hw[:, None], weight[:, None]
+    grad_S = torch.empty_like(S3)
+    for i, j in _blocks(n, c, hw, S3.device):
+        s, g = S3[i, j], grad_S[i, j]
+        torch.sub(s, T3[i, j], out=g)
+        scale = torch.baddbmm(two_q2[i, j], two_q1[i, j], weight[i])
+        g.mul_(scale)
+        sign = torch.sign(s, out=scale)
+        g.addcmul_(sign, g_as_c[i, j])
+        g.addcmul_(sign, g_as_hw[i])
+        g.baddbmm_(left[i, j], right[i])
+    return grad_S
+
+
 class _FGDFunction(torch.autograd.Function):
     """The FGD loss of one level with a hand-written backward.
 
@@ -206,42 +309,24 @@ class _FGDFunction(torch.autograd.Function):
                 *params: Tensor) -> Tensor:
         n, c, h, w = S.shape
         hw = h * w
-        dtype, device = S.dtype, S.device
+        dtype = S.dtype
         S3 = S.reshape(n, c, hw)
         T3 = T.reshape(n, c, hw)
         w_s = loss.conv_mask_s.weight.reshape(1, 1, c).to(dtype).expand(n, 1, c)
         w_t = loss.conv_mask_t.weight.reshape(1, 1, c).to(dtype).expand(n, 1, c)
-        ones = torch.ones(1, 1, c, dtype=dtype, device=device).expand(n, 1, c)
-        zeros = functools.partial(torch.zeros, dtype=dtype, device=device)
-        at_c, at_hw, lt = zeros(n, c), zeros(n, 1, hw), zeros(n, 1, hw)
-        as_c, as_hw, ls = zeros(n, c), zeros(n, 1, hw), zeros(n, 1, hw)
-        q1, q2, dsum = zeros(n, c), zeros(n, c), zeros(n, c)
-
-        # teacher: attention sums and GcBlock logits
-        for i, j in _blocks(n, c, hw, device):
-            _stats(T3[i, j], at_c[i, j], at_hw[i], lt[i], w_t[i, :, j], ones[i, :, j])
-        at_hw, lt = at_hw[:, 0], lt[:, 0]
-        spatial_t = hw * F.softmax(at_hw / (c * loss.temp), dim=1)
-        channel_t = c * F.softmax(at_c / (hw * loss.temp), dim=1)
-        weight = spatial_t * pix_weight  # (N, HW)
-
-        # student and difference
-        for i, j in _blocks(n, c, hw, device):
-            s, t = S3[i, j], T3[i, j]
-            diff = _stats(s, as_c[i, j], as_hw[i], ls[i], w_s[i, :, j], ones[i, :, j])
-            torch.sub(s, t, out=diff)
-            torch.sum(diff, 2, out=dsum[i, j])
-            diff.square_()
-            _rowdot(diff, weight[i], out=q1[i, j])
-            torch.sum(diff, 2, out=q2[i, j])
-        as_hw, ls = as_hw[:, 0], ls[:, 0]
-
-        # GcBlock contexts
-        p_s = F.softmax(ls + loss.conv_mask_s.bias.to(dtype), dim=1)
-        p_t = F.softmax(lt + loss.conv_mask_t.bias.to(dtype), dim=1)
-        ctx_s = _rowdot(S3, p_s)
-        ctx_t = _rowdot(T3, p_t)
-
+        if loss.compiled:
+            as_hw, at_hw, ls, lt = _column_stats(S3, T3, w_s[0].reshape(c, 1), w_t[0].reshape(c, 1),
+                                                 compiled=True)
+            spatial_t = hw * F.softmax(at_hw / (c * loss.temp), dim=1)
+            weight = spatial_t * pix_weight  # (N, HW)
+            p_s = F.softmax(ls + loss.conv_mask_s.bias.to(dtype), dim=1)
+            p_t = F.softmax(lt + loss.conv_mask_t.bias.to(dtype), dim=1)
+            as_c, at_c, dsum, q2, q1, ctx_s, ctx_t = _row_stats(
+                S3, T3, weight[:, None], p_s[:, None], p_t[:, None], compiled=True)
+            channel_t = c * F.softmax(at_c / (hw * loss.temp), dim=1)
+        else:
+            spatial_t, channel_t, weight, p_s, p_t, as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t = (
+                _blocked_forward(S3, T3, pix_weight, loss, w_s, w_t))
         small = (as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t)
         out = loss._small_loss(spatial_t, channel_t, *small)
         ctx.loss = loss
@@ -255,7 +340,7 @@ class _FGDFunction(torch.autograd.Function):
         S, T, weight, spatial_t, channel_t, p_s, p_t, *small = ctx.saved_tensors
         n, c, h, w = S.shape
         hw = h * w
-        dtype, device = S.dtype, S.device
+        dtype = S.dtype
         S3 = S.reshape(n, c, hw)
         T3 = T.reshape(n, c, hw)
         add_params = [p for p in (*loss.channel_add_conv_s.parameters(),
@@ -271,43 +356,38 @@ class _FGDFunction(torch.autograd.Function):
         add_grads = dict(zip(map(id, add_params), grads[7:]))
 
         # through the softmax weights of the contexts (one pass over S and T), then the logits
-        g_p_s = torch.bmm(g_ctx_s[:, None, :], S3)[:, 0]
-        g_p_t = torch.bmm(g_ctx_t[:, None, :], T3)[:, 0]
+        if loss.compiled:
+            g_p_s, g_p_t = _column_grads(S3, T3, g_ctx_s[..., None], g_ctx_t[..., None],
+                                         compiled=True)
+        else:
+            g_p_s = torch.bmm(g_ctx_s[:, None, :], S3)[:, 0]
+            g_p_t = torch.bmm(g_ctx_t[:, None, :], T3)[:, 0]
         g_ls = p_s * (g_p_s - (p_s * g_p_s).sum(1, keepdim=True))
         g_lt = p_t * (g_p_t - (p_t * g_p_t).sum(1, keepdim=True))
 
-        # dS, block by block:
-        #   2 d (g_q2 + g_q1 P) + sign(S) (g_as_c + g_as_hw) + g_dsum + w_s g_ls + g_ctx p_s
-        grad_S = None
-        if ctx.needs_input_grad[0]:
-            w_s = loss.conv_mask_s.weight.reshape(c).to(dtype)
-            left = torch.stack([g_dsum, w_s.expand(n, c), g_ctx_s], dim=2)  # (N, C, 3)
-            right = torch.stack([torch.ones_like(g_ls), g_ls, p_s], dim=1)  # (N, 3, HW)
-            two_q1, two_q2 = (2 * g_q1)[..., None], (2 * g_q2)[..., None]
-            g_as_c, g_as_hw, weight = g_as_c[..., None], g_as_hw[:, None], weight[:, None]
-            grad_S = torch.empty_like(S3)
-            for i, j in _blocks(n, c, hw, device):
-                s, g = S3[i, j], grad_S[i, j]
-                torch.sub(s, T3[i, j], out=g)
-                scale = torch.baddbmm(two_q2[i, j], two_q1[i, j], weight[i])
-                g.mul_(scale)
-                sign = torch.sign(s, out=scale)
-                g.addcmul_(sign, g_as_c[i, j])
-                g.addcmul_(sign, g_as_hw[i])
-                g.baddbmm_(left[i, j], right[i])
+        # dS: 2 d (g_q2 + g_q1 P) + sign(S) (g_as_c + g_as_hw) + g_dsum + w_s g_ls + g_ctx p_s
+        # and the conv_mask weight gradients sum_hw g_l F (compiled: in the same pass)
+        grad_S = rows_s = rows_t = None
+        w_s = loss.conv_mask_s.weight.reshape(c).to(dtype)
+        if loss.compiled:
+            grad_S, rows_s, rows_t = _grad_S(
+                S3, T3, (2 * g_q2)[..., None], (2 * g_q1)[..., None], weight[:, None],
+                g_as_c[..., None], g_as_hw[:, None], g_dsum[..., None], w_s[:, None],
+                g_ls[:, None], g_ctx_s[..., None], p_s[:, None], g_lt[:, None], compiled=True)
             grad_S = grad_S.reshape(S.shape)
+        elif ctx.needs_input_grad[0]:
+            grad_S = _blocked_grad_S(S3, T3, g_q1, g_q2, weight, g_as_c, g_as_hw, g_dsum, w_s,
+                                     g_ls, g_ctx_s, p_s).reshape(S.shape)
+        if rows_s is None:
+            rows_s, rows_t = _rowdot(S3, g_ls), _rowdot(T3, g_lt)
 
         def as_param(g: Tensor, p: Tensor) -> Tensor | None:
             return g.reshape(p.shape).to(p.dtype) if p.requires_grad else None
 
-        # conv_mask weights: sum_hw g_l F (one pass over S and T), biases: sum g_l
+        # conv_mask weights: sum_hw g_l F, biases: sum g_l
         m_s, m_t = loss.conv_mask_s, loss.conv_mask_t
-        param_grads = [
-            as_param(_rowdot(S3, g_ls).sum(0), m_s.weight) if m_s.weight.requires_grad else None,
-            as_param(g_ls.sum(), m_s.bias),
-            as_param(_rowdot(T3, g_lt).sum(0), m_t.weight) if m_t.weight.requires_grad else None,
-            as_param(g_lt.sum(), m_t.bias),
-        ]
+        param_grads = [as_param(rows_s.sum(0), m_s.weight), as_param(g_ls.sum(), m_s.bias),
+                       as_param(rows_t.sum(0), m_t.weight), as_param(g_lt.sum(), m_t.bias)]
         param_grads += [add_grads.get(id(p)) if p.requires_grad else None
                         for p in (*loss.channel_add_conv_s.parameters(),
                                   *loss.channel_add_conv_t.parameters())]
@@ -352,6 +432,10 @@ class FGDLoss(DistillLoss):
             of both maps over its channels (mean 0, variance 1; after the align conv) before the
             loss, the normalisation yzd-v/FGD#72 advises when the student's feature scale is
             far from the teacher's. Not part of the paper; default None (off).
+        compiled (bool): run the passes over the maps as compiled kernels (see
+            :mod:`mmdistill.losses.compiled`): the same values, two fused passes forward and two
+            backward, compiled once on first use; the eager form where compiling is not
+            possible. Default False (the blocked eager passes).
     """
 
     extra_inputs: tuple[str, ...] = ('gt_bboxes', 'img_shape')
@@ -365,8 +449,10 @@ class FGDLoss(DistillLoss):
                  beta_fgd: float = 0.0005,
                  gamma_fgd: float = 0.001,
                  lambda_fgd: float = 0.000005,
-                 normalize: str | None = None) -> None:
+                 normalize: str | None = None,
+                 compiled: bool = False) -> None:
         super().__init__()
+        self.compiled = compiled
         if normalize not in (None, 'pixel'):
             raise ValueError(f"FGDLoss: normalize must be None or 'pixel', got {normalize!r}")
         self.normalize = normalize
