@@ -5,7 +5,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
 
-from .allocator import keep_freed_memory
+from .allocator import keep_freed_memory, requested
 
 
 def distiller_class(cfg: Config) -> type | None:
@@ -34,9 +34,9 @@ class DistillRunner(Runner):
       machines without CUDA;
     * :class:`~mmdistill.engine.loops.FastResumeIterBasedTrainLoop` in place of mmengine's
       ``IterBasedTrainLoop``: a resumed run skips the trained batches by index;
-    * on machines without CUDA, :func:`~mmdistill.engine.allocator.keep_freed_memory`: freed
-      tensors' memory is reused instead of mapped afresh (``MMDISTILL_KEEP_FREED_MEMORY=0``
-      turns it off).
+    * with ``MMDISTILL_KEEP_FREED_MEMORY=1`` on machines without CUDA,
+      :func:`~mmdistill.engine.allocator.keep_freed_memory`: freed tensors' memory is reused
+      instead of mapped afresh.
 
     Checkpoints of mmengine load under torch's weights-only default once ``mmdistill`` is
     imported (:func:`~mmdistill.engine.checkpoint.allow_mmengine_checkpoints`), with this
@@ -50,7 +50,7 @@ class DistillRunner(Runner):
             prepare_config(cfg)
         setup_distributed(cfg)
         import torch
-        if not torch.cuda.is_available():
+        if requested() and not torch.cuda.is_available():
             keep_freed_memory()
         return super().from_cfg(cfg)
 

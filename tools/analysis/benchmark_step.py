@@ -41,9 +41,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--random-teacher', action='store_true')
     parser.add_argument('--fast-teacher', default='bf16', choices=['bf16', 'fp16'],
                         help='the autocast dtype of the fast teacher (with channels-last)')
-    parser.add_argument('--system-malloc', action='store_true',
-                        help="glibc's default (large blocks mapped afresh each time) instead of "
-                        'keep_freed_memory, which the training runner applies on CPUs')
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help='keep_freed_memory (glibc keeps freed blocks for reuse, what '
+                        'MMDISTILL_KEEP_FREED_MEMORY=1 gives training on CPUs) instead of the '
+                        "system's default (large blocks mapped afresh each time)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -122,7 +123,16 @@ def _strip_pretrained(model_cfg: dict) -> None:
             part['init_cfg'] = None
 
 
-def _timed(fn, device: str) -> tuple[float, int]:
+def _timed(fn, device: str, memory: bool = True) -> tuple[float, int]:
+    """Seconds of ``fn()`` and its peak memory growth (0 when ``memory`` is False)."""
+    if not memory:
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, 0
     with PeakMemory(device) as mem:
         if device == 'cuda':
             torch.cuda.synchronize()
@@ -144,7 +154,7 @@ def main() -> None:
 
     import mmdistill  # noqa: F401
     from mmdistill.engine.allocator import heap_in_use, keep_freed_memory
-    kept = args.device == 'cpu' and not args.system_malloc and keep_freed_memory()
+    kept = args.device == 'cpu' and args.keep_freed_memory and keep_freed_memory()
     if kept and heap_in_use() is not None:
         PeakMemory.sample = staticmethod(heap_in_use)
     if 'config' not in (cfg.model.get('teacher') or {}):
@@ -233,9 +243,14 @@ def main() -> None:
     for _ in range(args.repeats):
         for key, (setting, fn) in phases.items():  # interleaved: a, b, ..., e, a, b, ...
             mode(*setting)
-            t, m = _timed(fn, args.device)
+            # glibc's heap statistics take the allocator's lock: sampled in separate runs
+            t, m = _timed(fn, args.device, memory=PeakMemory.sample is not heap_in_use)
             times[key].append(t)
             mems[key].append(m)
+    if PeakMemory.sample is heap_in_use:
+        for key, (setting, fn) in phases.items():
+            mode(*setting)
+            mems[key] = [_timed(fn, args.device)[1]]
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     peak = {k: max(v) / 2**20 for k, v in mems.items()}
     cpu = platform.processor() or platform.machine()
