@@ -9,10 +9,16 @@ from tests.test_tools.test_pipeline import run
 pytest.importorskip('mmdet')
 
 
-def test_benchmark_step_quick():
+@pytest.mark.parametrize('keep', [False, True])
+def test_benchmark_step_quick(keep):
     out = run('tools/analysis/benchmark_step.py',
               osp.join(ROOT, 'tests', 'data', 'fgd_retinanet_tiny_coco-tiny.py'),
-              '--repeats', '1', '--warmup', '1', '--random-teacher', '--shape', '64', '96')
+              '--repeats', '1', '--warmup', '1', '--random-teacher', '--shape', '64', '96',
+              *(['--keep-freed-memory'] if keep else []))
+    if keep:
+        assert 'allocator: freed memory kept' in out and 'heap in use growth' in out, out[-2000:]
+    else:
+        assert "allocator: the system's malloc" in out and 'RSS growth' in out, out[-2000:]
     for row in ('(a) student step', '(b) teacher forward to taps', "(b') teacher forward, bf16",
                 '(c) distillation step, fp32', '(d) distillation step, bf16 + channels-last',
                 '(e) distillation step, both fast', 'teacher weights', '| loss_fgd |'):
