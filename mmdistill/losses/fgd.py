@@ -228,6 +228,13 @@ def _grad_S(S3: Tensor, T3: Tensor, two_q2: Tensor, two_q1: Tensor, weight: Tens
     return grad, (S3 * g_ls).sum(2), (T3 * g_lt).sum(2)
 
 
+def _context_weights(ls: Tensor, lt: Tensor, loss: 'FGDLoss') -> tuple[Tensor, Tensor]:
+    """The GcBlocks' spatial softmax weights ``p_s, p_t`` (N, HW) from their logits (no bias)."""
+    dtype = ls.dtype
+    return (F.softmax(ls + loss.conv_mask_s.bias.to(dtype), dim=1),
+            F.softmax(lt + loss.conv_mask_t.bias.to(dtype), dim=1))
+
+
 def _blocked_forward(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: 'FGDLoss', w_s: Tensor,
                      w_t: Tensor) -> tuple[Tensor, ...]:
     """The forward reductions of ``_FGDFunction`` in 4 eager passes, block by block on the CPU."""
@@ -259,8 +266,7 @@ def _blocked_forward(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: 'FGDLoss'
     as_hw, ls = as_hw[:, 0], ls[:, 0]
 
     # GcBlock contexts
-    p_s = F.softmax(ls + loss.conv_mask_s.bias.to(dtype), dim=1)
-    p_t = F.softmax(lt + loss.conv_mask_t.bias.to(dtype), dim=1)
+    p_s, p_t = _context_weights(ls, lt, loss)
     ctx_s = _rowdot(S3, p_s)
     ctx_t = _rowdot(T3, p_t)
 
@@ -332,8 +338,7 @@ class _FGDFunction(torch.autograd.Function):
                                                  compiled=True)
             spatial_t = hw * F.softmax(at_hw / (c * loss.temp), dim=1)
             weight = spatial_t * pix_weight  # (N, HW)
-            p_s = F.softmax(ls + loss.conv_mask_s.bias.to(dtype), dim=1)
-            p_t = F.softmax(lt + loss.conv_mask_t.bias.to(dtype), dim=1)
+            p_s, p_t = _context_weights(ls, lt, loss)
             as_c, at_c, dsum, q2, q1, ctx_s, ctx_t = _row_stats(
                 S3, T3, weight[:, None], p_s[:, None], p_t[:, None],
                 torch.ones_like(weight[:, None]), compiled=True)

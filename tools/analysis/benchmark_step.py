@@ -16,6 +16,7 @@ Detection configs only: the batch is synthetic (random pixels, 20 boxes per imag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -125,15 +126,8 @@ def _strip_pretrained(model_cfg: dict) -> None:
 
 def _timed(fn, device: str, memory: bool = True) -> tuple[float, int]:
     """Seconds of ``fn()`` and its peak memory growth (0 when ``memory`` is False)."""
-    if not memory:
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        return time.perf_counter() - start, 0
-    with PeakMemory(device) as mem:
+    mem = PeakMemory(device) if memory else None
+    with mem or contextlib.nullcontext():
         if device == 'cuda':
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -141,7 +135,7 @@ def _timed(fn, device: str, memory: bool = True) -> tuple[float, int]:
         if device == 'cuda':
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-    return elapsed, mem.peak
+    return elapsed, mem.peak if mem else 0
 
 
 def main() -> None:
