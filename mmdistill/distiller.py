@@ -19,7 +19,8 @@ from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope, Registry
 from torch import nn
 
-from .analysis import loss_balance
+from .analysis import grad_norm, loss_balance, sum_losses
+from .auto_weight import AutoWeight
 from .entries import (LossEntry, build_loss_modules, check_extra_inputs, check_region_logits,
                       check_tapped_inputs, parse_entry, resize_pair, resolve_teacher_name,
                       zero_loss)
@@ -44,9 +45,12 @@ class BaseDistiller(BaseModel):
             names its own with ``teacher_name=<name>`` (may be left out with one teacher).
         distill_losses: ``{name: dict(type=..., student=tap(s), teacher=tap(s),
             teacher_name=None, loss_weight=1.0, resize=None, weight_schedule=None,
-            **hyperparameters)}``; logged as ``loss_<name>``. A tap that yields several tensors
-            (``'neck'``: all FPN levels) or a list of taps gives one loss module per level,
-            summed. ``weight_schedule``: see :class:`~mmdistill.schedule.WeightSchedule`.
+            auto_weight=None, **hyperparameters)}``; logged as ``loss_<name>``. A tap that
+            yields several tensors (``'neck'``: all FPN levels) or a list of taps gives one loss
+            module per level, summed. ``weight_schedule``: see
+            :class:`~mmdistill.schedule.WeightSchedule`. ``auto_weight=dict(share=0.25,
+            iters=20)``: a multiplier measured on the first training iterations so that the
+            entry's gradient is ``share`` times the task's (:mod:`mmdistill.auto_weight`).
         init_student: copy the teacher's parameters under ``init_student_prefixes`` (or the
             given prefixes) into the student where names and shapes match (one trained teacher).
         teacher_autocast: None (full precision), 'fp16' or 'bf16' for the teachers' forward.
@@ -100,6 +104,8 @@ class BaseDistiller(BaseModel):
         self.skip_teacher, self.init_student = skip_teacher, init_student
         self.entries: list[LossEntry] = []
         self.distill_losses = nn.ModuleDict()
+        #: the measured weights of the entries with ``auto_weight`` (buffers: in checkpoints)
+        self.auto_weights = nn.ModuleDict()
         #: the teachers by name (``'teacher'`` for ``model.teacher``); not submodules
         self.frozen_teachers: dict[str, Teacher] = {}
         #: set by :class:`~mmdistill.hooks.DistillBalanceHook`: 'ratios' or 'grads' for the
@@ -115,6 +121,9 @@ class BaseDistiller(BaseModel):
                         for name, cfg in (distill_losses or {}).items()]
         for entry in self.entries:
             resolve_teacher_name(entry, list(specs))
+            if entry.auto_weight is not None:
+                self.auto_weights[entry.name] = AutoWeight(
+                    **entry.auto_weight, key=entry.key, base_weight=entry.configured_weight)
         if init_student and (len(specs) > 1 or is_ema(next(iter(specs.values()))[1])):
             raise ValueError('model.init_student copies the weights of one trained teacher '
                              '(model.teacher=dict(config=..., checkpoint=...))')
@@ -222,14 +231,17 @@ class BaseDistiller(BaseModel):
 
     # ------------------------------------------------------------------ run
     def compute_distill_losses(self, data_samples: list | None,
-                               factors: list[float] | None = None) -> dict[str, torch.Tensor]:
+                               factors: list[float] | None = None,
+                               task_losses: dict | None = None) -> dict[str, torch.Tensor]:
         """Weighted distillation losses from this step's records, ``{'loss_<name>': value}``.
 
         ``factors`` (one per entry, default 1) multiply the weights; an entry at 0 is not
         computed (its learnable parts get zero gradients, so DDP sees every parameter used).
+        ``task_losses`` (the student's own, in training) let an ``auto_weight`` entry measure.
         """
         extras: dict[str, Any] = {}
         losses = {}
+        task_norm: list[float] = []  # measured once a step, for the first entry that needs it
         device = next(self.student.parameters()).device
         for entry, factor in zip(self.entries, factors or [1.0] * len(self.entries)):
             modules = self.distill_losses[entry.name]
@@ -249,8 +261,27 @@ class BaseDistiller(BaseModel):
                 ft = ft.detach() if isinstance(ft, torch.Tensor) else [f.detach() for f in ft]
                 with self.teacher_of(entry).recorder.paused():  # a loss may run teacher modules
                     total = total + module(fs, ft, **kwargs)
-            losses[f'loss_{entry.name}'] = total * (entry.weight * factor)
+            weight = entry.weight * factor
+            if entry.name in self.auto_weights:  # measured on the loss as configured
+                weight *= self._auto_weight(entry.name, total * entry.weight, task_losses,
+                                            task_norm)
+            losses[f'loss_{entry.name}'] = total * weight
         return losses
+
+    def _auto_weight(self, name: str, loss: torch.Tensor, task_losses: dict | None,
+                     task_norm: list[float]) -> float:
+        """The measured weight of entry ``name``, updated first while it measures; logged."""
+        auto = self.auto_weights[name]
+        if auto.measuring and task_losses is not None and self.training:
+            params = [p for p in self.student.parameters() if p.requires_grad]
+            if not task_norm:
+                task_norm.append(grad_norm(sum_losses(task_losses), params))
+            auto.update(task_norm[0], grad_norm(loss, params))
+        weight = float(auto.weight)
+        if self.training:
+            from mmengine.logging import MessageHub
+            MessageHub.get_current_instance().update_scalar(f'train/auto_weight_{name}', weight)
+        return weight
 
     def loss(self, inputs: torch.Tensor, data_samples: list | None = None) -> dict:
         """The student's losses plus ``loss_<name>`` for every distillation entry.
@@ -277,7 +308,7 @@ class BaseDistiller(BaseModel):
                 if name in active:  # a teacher whose entries all stopped (or none) need not run
                     teacher.run(inputs, data_samples)
             losses = self.student.loss(inputs, data_samples)
-            distill = self.compute_distill_losses(data_samples, factors)
+            distill = self.compute_distill_losses(data_samples, factors, losses)
         clash = set(losses) & set(distill)
         if clash:
             raise KeyError(f'distillation loss names {sorted(clash)} clash with the student\'s')

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .auto_weight import check_auto_weight
 from .losses.base import DistillLoss, TeacherModules, contract
 from .recorder import Tap, find_module
 from .registry import DISTILL_LOSSES
@@ -29,6 +30,8 @@ class LossEntry:
 
     ``teacher_name``: the teacher it distils from (its key in ``model.teachers``; ``'teacher'``
     for ``model.teacher``), set by :func:`resolve_teacher_name` when the config leaves it out.
+    ``auto_weight``: ``dict(share, iters)`` when the entry's weight is measured
+    (:mod:`mmdistill.auto_weight`), else None.
     """
 
     name: str
@@ -43,6 +46,7 @@ class LossEntry:
     options: dict = field(default_factory=dict)
     schedule: WeightSchedule | None = None
     teacher_name: str | None = None
+    auto_weight: dict | None = None
 
     @property
     def all_levels(self) -> bool:
@@ -52,6 +56,14 @@ class LossEntry:
     @property
     def loss_kwargs(self) -> dict:
         return {k: v for k, v in self.cfg.items() if k != 'type'}
+
+    @property
+    def configured_weight(self) -> float:
+        """The loss weight of the config, whether the wrapper or the loss applies it."""
+        if not contract(self.loss_cls).owns_weight:
+            return self.weight
+        default = inspect.signature(self.loss_cls.__init__).parameters['loss_weight'].default
+        return float(self.cfg.get('loss_weight', default))
 
     def factor(self) -> float:
         """This step's multiplier of the entry's weight (its ``weight_schedule``)."""
@@ -84,6 +96,9 @@ def parse_entry(name: str, cfg: Any, options: tuple[str, ...] = ()) -> LossEntry
     schedule = cfg.pop('weight_schedule', None)
     if schedule is not None:
         schedule = WeightSchedule.build(schedule, f'{key}.weight_schedule')
+    auto_weight = cfg.pop('auto_weight', None)
+    if auto_weight is not None:
+        auto_weight = check_auto_weight(auto_weight, f'{key}.auto_weight')
     entry_options = {k: cfg.pop(k) for k in options if k in cfg}
     teacher_name = cfg.pop('teacher_name', None)
     declared = contract(loss_cls)
@@ -94,7 +109,8 @@ def parse_entry(name: str, cfg: Any, options: tuple[str, ...] = ()) -> LossEntry
                         f'owns_weight = {declared.owns_weight}')
     weight = 1.0 if declared.owns_weight else float(cfg.pop('loss_weight', 1.0))
     return LossEntry(name, key, student_taps, teacher_taps, weight, resize, loss_cls,
-                     tuple(declared.extra_inputs), cfg, entry_options, schedule, teacher_name)
+                     tuple(declared.extra_inputs), cfg, entry_options, schedule, teacher_name,
+                     auto_weight)
 
 
 def resolve_teacher_name(entry: LossEntry, names: list[str]) -> None:

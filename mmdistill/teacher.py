@@ -342,9 +342,11 @@ def save_teacher_state(module: nn.Module, state_dict: dict, prefix: str, local_m
 def load_teacher_state(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
     """Load-state-dict pre-hook of a distiller: takes the ``teacher.*`` and ``teachers.*`` keys
     out of the state dict and loads each teacher's into it (strictly). A student-only model
-    (``skip_teacher``) has no teachers and no loss modules: their keys are dropped."""
+    (``skip_teacher``) has no teachers, loss modules or measured weights: their keys are
+    dropped."""
     if module.skip_teacher:
-        for k in [k for k in state_dict if k.startswith(prefix + 'distill_losses.')]:
+        for k in [k for k in state_dict
+                  if k.startswith((prefix + 'distill_losses.', prefix + 'auto_weights.'))]:
             del state_dict[k]
     keys = [k for k in state_dict if k.startswith((prefix + 'teacher.', prefix + 'teachers.'))]
     saved = {k[len(prefix):]: state_dict.pop(k) for k in keys}

@@ -46,6 +46,13 @@ def _dot(a: list[Tensor], b: list[Tensor]) -> float:
     return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b)))
 
 
+def grad_norm(loss: Tensor, params: list[Tensor]) -> float:
+    """``||d loss / d params||`` (float64 sum of squares), the graph kept for the step's
+    backward: the norm :func:`loss_balance` reports as ``grad_norm_<name>``."""
+    grads = _grads(loss, params)
+    return math.sqrt(_dot(grads, grads))
+
+
 def loss_balance(task_losses: Mapping[str, Tensor | list[Tensor]],
                  distill_losses: Mapping[str, Tensor], params: Iterable[Tensor],
                  grads: bool = False) -> dict[str, float]:
