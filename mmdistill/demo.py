@@ -1,38 +1,118 @@
-"""The embedded demo: distillation on a synthetic shapes set, no download, no data to prepare.
+"""The embedded demo: one seed of the study's detection track, beside the study's five.
 
-It writes a small COCO-format set (:func:`mmdistill.datasets.make_shapes_coco`), trains a
-RetinaNet teacher, then a narrower RetinaNet student from the same initial weights: alone, with
-the teacher's FPN and head inherited (``init_student``) and no loss, and with FGD and PKD each
-with and without that inheritance. It prints each method's mAP and its gain over the right
-baseline: inherit-only for the rows that inherit, the student alone for the others. It is the
-detection track of :mod:`mmdistill.experiments.study` with fewer methods and one seed; the study
-(``tools/analysis/distill_study.py``) gives three seeds and every method.
+It writes the synthetic shapes set (:func:`mmdistill.datasets.make_shapes_coco`), takes the
+track's teacher from the study's results (``docs/study/det``: trained once, committed), and trains
+the narrow student from the seed's initial weights: alone, inheriting the teacher's FPN and head
+(``init_student``) with no loss, and with each method the study found to help (the lower end of
+its 95 % interval above 0); when none does, the method with the best mean, and it says so. Two
+worker processes share the runs (one per core). It prints the demo's mAP and paired gain beside
+the study's 5-seed mean and interval, and writes ``demo.png``.
 """
 from __future__ import annotations
 
+import json
+import os
 import os.path as osp
-
-import torch
+import shutil
+import subprocess
+import sys
 
 from .experiments.report import plot_study, track_markdown
 from .experiments.study import detection_track, run_track
 
-DEMO_METHODS = ('fgd', 'fgd_inherit', 'pkd', 'pkd_inherit')
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+STUDY = osp.join(ROOT, 'docs', 'study')
 
 
-def run_demo(work_dir: str = 'work_dirs/demo', teacher_iters: int = 600,
-             student_iters: int = 300, seeds: tuple[int, ...] = (0, ),
-             methods: tuple[str, ...] = DEMO_METHODS) -> dict:
-    """Run the demo; print the table, write ``demo.png`` (results, learning curve, loss curves);
-    return the track's results. Progress: a bar per run on a terminal, else a line per tenth."""
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
+def study_rows(study_dir: str = STUDY) -> list[dict]:
+    """The detection rows of the committed study (``study.json``), or [] without one."""
+    path = osp.join(study_dir, 'study.json')
+    if not osp.exists(path):
+        return []
+    with open(path) as f:
+        tracks = json.load(f)['tracks']
+    return next((t['rows'] for t in tracks if t['name'] == 'det'), [])
+
+
+def helpful(rows: list[dict]) -> list[dict]:
+    """The method rows whose paired gain has a 95 % interval above 0."""
+    return [r for r in rows if r['key'] not in ('alone', 'inherit') and r.get('delta_ci')
+            and r['delta_ci'][0] > 0]
+
+
+def demo_methods(rows: list[dict]) -> tuple[list[str], str]:
+    """The methods the demo runs, and the sentence that says why."""
+    found = helpful(rows)
+    if found:
+        return [r['key'] for r in found], ('The study found these to help (95 % interval of '
+                                           'the paired gain above 0 over its seeds).')
+    methods = [r for r in rows if 'delta_mean' in r and r['key'] not in ('alone', 'inherit')]
+    if not methods:
+        return ['fgd_inherit'], 'No study results found: FGD + inherit, its published recipe.'
+    best = max(methods, key=lambda r: r['delta_mean'])
+    return [best['key']], ('No method helps in the study: no 95 % interval of a paired gain is '
+                           f'above 0. Shown: the best mean, {best["label"]}.')
+
+
+def _take_teacher(results_dir: str) -> None:
+    """Copy the study's trained teacher (result and weights) into the demo's results."""
+    os.makedirs(osp.join(results_dir, 'det'), exist_ok=True)
+    for name in ('teacher.json', 'teacher.pth'):
+        src, dst = osp.join(STUDY, 'det', name), osp.join(results_dir, 'det', name)
+        if osp.exists(src) and not osp.exists(dst):
+            shutil.copy(src, dst)
+
+
+def compare_line(demo: dict, study: dict | None) -> str:
+    """'| label | demo mAP | demo Δ | study mean ± std | study Δ [95 % CI] | wins |'."""
+    d = f'{demo["delta_mean"]:+.2f}' if 'delta_mean' in demo else '-'
+    if study is None:
+        return f'| {demo["label"]} | {demo["mean"]:.2f} | {d} | - | - | - |'
+    ci = study.get('delta_ci')
+    s = '-' if 'delta_mean' not in study else f'{study["delta_mean"]:+.2f}' + (
+        f' [{ci[0]:+.2f}, {ci[1]:+.2f}]' if ci else '')
+    wins = f'{study["wins"]}/{len(study["delta"])}' if 'wins' in study else '-'
+    return (f'| {demo["label"]} | {demo["mean"]:.2f} | {d} | {study["mean"]:.2f} ± '
+            f'{study["std"] or 0:.2f} | {s} | {wins} |')
+
+
+def run_demo(work_dir: str = 'work_dirs/demo', seed: int = 0, workers: int = 2) -> dict:
+    """Run the demo; print the comparison with the study, write ``demo.png``; return the track's
+    results. ``workers`` processes share the runs (each claims a run before training it)."""
+    rows = study_rows()
+    methods, why = demo_methods(rows)
+    results_dir = osp.join(work_dir, 'results')
+    _take_teacher(results_dir)
     track = detection_track(osp.join(work_dir, 'det'))
-    track.teacher_iters, track.student_iters = teacher_iters, student_iters
     print(f'[demo] {track.setting}', flush=True)
-    results = run_track(track, work_dir, list(seeds), list(methods))
+    track.prepare(None)  # the data set, before the workers read it
+    cmd = [sys.executable, '-m', 'mmdistill.demo', '--worker', work_dir, str(seed), *methods]
+    helpers = [subprocess.Popen(cmd) for _ in range(max(workers - 1, 0))]
+    _work(work_dir, seed, methods)
+    for helper in helpers:
+        if helper.wait() != 0:
+            raise RuntimeError(f'demo worker failed: {" ".join(cmd)}')
+    results = _work(work_dir, seed, methods)  # gathers what the helpers trained
+    study = {r['key']: r for r in rows}
     print('\n' + track_markdown(results))
-    print('\nOne seed: the spread between seeds is as large as these gains (see the README and '
-          'tools/analysis/distill_study.py for three seeds of every method).')
+    print(f'\n{why}\n\n| method | demo mAP (seed {seed}) | demo Δ | study mean ± std '
+          '| study Δ [95 % CI] | seeds won |\n|---|--:|--:|--:|--:|--:|')
+    for row in results['rows']:
+        print(compare_line(row, study.get(row['key'])))
+    print('\nOne seed on this machine: its Δ can fall anywhere in the study\'s interval or '
+          'outside it (other CPUs give other numbers); the interval is the claim.')
     path = plot_study(dict(tracks=[results]), osp.join(work_dir, 'demo.png'), losses=True)
     print(f'[demo] chart: {path}')
     return results
+
+
+def _work(work_dir: str, seed: int, methods: list[str]) -> dict:
+    import torch
+    torch.set_num_threads(1)
+    track = detection_track(osp.join(work_dir, 'det'))
+    return run_track(track, work_dir, [seed], methods, reuse=True,
+                     results_dir=osp.join(work_dir, 'results'))
+
+
+if __name__ == '__main__' and sys.argv[1:2] == ['--worker']:
+    _work(sys.argv[2], int(sys.argv[3]), sys.argv[4:])

@@ -1,8 +1,11 @@
 """A small synthetic COCO-format detection set: shapes on textured backgrounds.
 
-Every image holds 1-4 filled shapes (circle, square, triangle) of random size, colour and place
-on a background of noise, gradients and stripes. Boxes, polygon masks, areas and labels are
+Every image holds filled shapes (circle, square, triangle) of random size, colour and place on
+a background of noise, gradients and stripes. Boxes, polygon masks, areas and labels are
 written as a COCO instances json, so mmdet's ``CocoDataset`` and ``CocoMetric`` read it as is.
+The default: 1-4 shapes, radius 7-20 % of the image, uniform;
+``radius=(lo, hi), log_radius=True`` spreads the sizes over every FPN level's scale (the
+study's detection track); shapes are drawn largest first, so a small one is never hidden.
 """
 from __future__ import annotations
 
@@ -40,12 +43,24 @@ def _polygon(rng: np.random.Generator, label: int, cx: float, cy: float, r: floa
     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)
 
 
-def _image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[dict]]:
+def _radius(rng: np.random.Generator, size: int, radius: tuple[float, float],
+            log_radius: bool) -> float:
+    lo, hi = size * radius[0], size * radius[1]
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))) if log_radius
+                 else rng.uniform(lo, hi))
+
+
+def _image(rng: np.random.Generator, size: int, objects_range: tuple[int, int] = (1, 4),
+           radius: tuple[float, float] = (0.07, 0.2),
+           log_radius: bool = False) -> tuple[np.ndarray, list[dict]]:
     img = _background(rng, size)
     objects = []
-    for _ in range(rng.integers(1, 5)):
-        label = int(rng.integers(0, len(SHAPE_CLASSES)))
-        r = rng.uniform(size * 0.07, size * 0.2)
+    n = int(rng.integers(objects_range[0], objects_range[1] + 1))
+    shapes = [(int(rng.integers(0, len(SHAPE_CLASSES))), _radius(rng, size, radius, log_radius))
+              for _ in range(n)]
+    if log_radius:
+        shapes.sort(key=lambda shape: -shape[1])  # largest first: small shapes stay visible
+    for label, r in shapes:
         cx, cy = rng.uniform(r, size - r, 2)
         poly = np.clip(_polygon(rng, label, cx, cy, r), 0, size - 1)
         colour = rng.uniform(0, 255, 3)
@@ -59,11 +74,12 @@ def _image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[dict]]
     return np.clip(img, 0, 255).astype(np.uint8), objects
 
 
-def _write_split(root: str, split: str, n: int, size: int, rng: np.random.Generator) -> str:
+def _write_split(root: str, split: str, n: int, size: int, rng: np.random.Generator,
+                 **shape_args) -> str:
     os.makedirs(osp.join(root, split), exist_ok=True)
     images, annotations = [], []
     for i in range(n):
-        img, objects = _image(rng, size)
+        img, objects = _image(rng, size, **shape_args)
         name = f'{i:05d}.jpg'
         cv2.imwrite(osp.join(root, split, name), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
         images.append(dict(id=i + 1, file_name=name, height=size, width=size))
@@ -81,11 +97,19 @@ def _write_split(root: str, split: str, n: int, size: int, rng: np.random.Genera
 
 
 def make_shapes_coco(root: str, n_train: int = 400, n_val: int = 100, size: int = 128,
-                     seed: int = 0) -> dict[str, str]:
+                     seed: int = 0, objects: tuple[int, int] = (1, 4),
+                     radius: tuple[float, float] = (0.07, 0.2),
+                     log_radius: bool = False) -> dict[str, str]:
     """Write the set under ``root`` (``train/``, ``val/``, ``annotations/{train,val}.json``).
 
-    Returns the annotation file of each split. The same seed gives the same set.
+    Args:
+        objects: least and most shapes per image.
+        radius: least and largest shape radius, as fractions of ``size``.
+        log_radius: radii log-uniform (as many shapes per octave of size), else uniform.
+
+    Returns the annotation file of each split. The same arguments give the same set.
     """
     rng = np.random.default_rng(seed)
-    return {split: _write_split(root, split, n, size, rng)
+    args = dict(objects_range=tuple(objects), radius=tuple(radius), log_radius=log_radius)
+    return {split: _write_split(root, split, n, size, rng, **args)
             for split, n in (('train', n_train), ('val', n_val))}

@@ -1,7 +1,8 @@
 """The study's outputs: a Markdown table per track and one PNG chart of all tracks."""
 from __future__ import annotations
 
-BASELINE_NAMES = {'alone': 'alone', 'inherit': 'inherit only'}
+BASELINE_NAMES = {'alone': 'alone', 'inherit': 'inherit only',
+                  'inherit_self': 'inherit only (self-teacher)'}
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -13,38 +14,57 @@ def _pm(std: float | None) -> str:
     return '' if std is None else f' ± {std:.2f}'
 
 
+def _delta(row: dict) -> str:
+    """'+1.23 [-0.40, +2.86]': the mean paired difference and its 95 % interval."""
+    if 'delta_mean' not in row:
+        return '-'
+    ci = row.get('delta_ci')
+    return f'{row["delta_mean"]:+.2f}' + ('' if ci is None else f' [{ci[0]:+.2f}, {ci[1]:+.2f}]')
+
+
+def _weights(row: dict) -> str:
+    weights = row.get('auto_weights')
+    return '-' if not weights else ', '.join(f'{v:.3g}' for v in weights.values())
+
+
 def track_markdown(track: dict) -> str:
     """One track: setting, teacher, then a row per method with mean ± std over the seeds, the
-    paired difference to its baseline (mean ± std, wins out of seeds) and the loss balance."""
+    paired difference to its baseline (mean with its 95 % t interval, seeds won), the measured
+    weight of the balanced rows and the loss balance."""
     label = track['metric_label']
     rows = track['rows']
-    n_seeds = len(rows[0]['seeds']) if rows else 0
-    lines = [f'**{track["title"]}.** {track["setting"]}; teacher {track["teacher_iters"]} '
-             f'iterations ({label} {track["teacher"]["value"]:.2f}), students '
-             f'{track["student_iters"]} iterations, seeds {rows[0]["seeds"] if rows else []}.',
+    seeds = sorted({s for r in rows for s in r['seeds']})
+    teachers = track.get('teachers') or dict(teacher=track['teacher'])
+    named = {'teacher': 'teacher', 'self': 'self-teacher (the student\'s architecture)'}
+    said = '; '.join(f'{named.get(n, n)} {t.get("iters", track["teacher_iters"])} iterations '
+                     f'({label} {t["value"]:.2f})' for n, t in teachers.items())
+    lines = [f'**{track["title"]}.** {track["setting"]}; {said}; students '
+             f'{track["student_iters"]} iterations, seeds {seeds}.',
              '',
-             f'| method | {label} per seed | mean ± std | baseline | paired Δ (mean ± std) '
-             f'| Δ > 0 | distill / task loss | grad share | cos(g, g_task) | s / run |',
-             '|---|---|--:|---|--:|--:|--:|--:|--:|--:|']
+             f'| method | {label} per seed | mean ± std | baseline | paired Δ [95 % CI] '
+             f'| Δ > 0 | balanced weight | distill / task loss | grad share | cos(g, g_task) '
+             f'| s / run |',
+             '|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|']
     for r in rows:
         per_seed = ' / '.join(f'{v:.2f}' for v in r['values'])
         if 'delta_mean' in r:
-            delta = f'{r["delta_mean"]:+.2f}' + _pm(r['delta_std'])
             wins = f'{r["wins"]}/{len(r["delta"])}'
-            base = BASELINE_NAMES[r['baseline']]
+            base = BASELINE_NAMES.get(r['baseline'], r['baseline'])
         else:
-            delta, wins, base = '-', '-', '-'
+            wins, base = '-', '-'
         lines.append(f'| {r["label"]} | {per_seed} | {r["mean"]:.2f}{_pm(r["std"])} | {base} '
-                     f'| {delta} | {wins} | {_fmt(r["ratio"], 3)} | {_fmt(r["grad_share"], 3)} '
-                     f'| {_fmt(r["grad_cos"], 3)} | {r["seconds"]:.0f} |')
-    if n_seeds:
-        seeds = f'{n_seeds} seed' + ('s' if n_seeds > 1 else '')
-        lines += ['', f'Δ: the method minus its baseline on the same seed (same initial student '
-                  f'weights, same data order), over {seeds}. distill / task loss: the '
-                  'weighted distillation loss over the student\'s own loss, mean over the '
-                  'steps; grad share: its part of the gradient step, <g_distill, g> / |g|^2; '
-                  'cos: between the distillation and the task gradients (DistillBalanceHook, '
-                  'every tenth of the run).']
+                     f'| {_delta(r)} | {wins} | {_weights(r)} | {_fmt(r["ratio"], 3)} '
+                     f'| {_fmt(r["grad_share"], 3)} | {_fmt(r["grad_cos"], 3)} '
+                     f'| {r["seconds"]:.0f} |')
+    if seeds:
+        lines += ['', 'Δ: the method minus its baseline on the same seed (same initial student '
+                  'weights, same data order); the interval is the 95 % confidence interval of '
+                  'its mean (Student\'s t, n - 1 degrees of freedom); Δ > 0: the seeds won. '
+                  'balanced weight: the multiplier `auto_weight` measured (mean over seeds). '
+                  'distill / task loss: the weighted distillation loss over the student\'s own '
+                  'loss, mean over the steps; grad share: its part of the gradient step, '
+                  '<g_distill, g> / |g|^2; cos: between the distillation and the task '
+                  'gradients (DistillBalanceHook, every tenth of the run).']
     return '\n'.join(lines)
 
 
@@ -126,10 +146,15 @@ def plot_study(results: dict, path: str, losses: bool = False) -> str:
         for seed, curve in (alone or {}).get('curves', {}).items():
             ax_curve.plot([p['iter'] for p in curve], [p['value'] for p in curve], marker='o',
                           ms=3, label=f'seed {seed}')
+        for name, teacher in (track.get('teachers') or {}).items():
+            if teacher.get('curve'):
+                ax_curve.plot([p['iter'] for p in teacher['curve']],
+                              [p['value'] for p in teacher['curve']], ls='--', marker='s', ms=3,
+                              label=name if name != 'self' else 'self-teacher')
         ax_curve.set_xlabel('iteration')
         ax_curve.set_ylabel(f'{track["metric_label"]} on training images')
-        ax_curve.set_title('student alone: learning curve', fontsize=9)
-        if alone and alone.get('curves'):
+        ax_curve.set_title('learning curves: student alone, teachers', fontsize=9)
+        if ax_curve.lines:
             ax_curve.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

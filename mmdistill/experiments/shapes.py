@@ -1,6 +1,7 @@
 """Detection on the synthetic shapes set: small RetinaNets and their training config."""
 from __future__ import annotations
 
+import json
 import os.path as osp
 
 from ..datasets import SHAPE_CLASSES
@@ -42,12 +43,31 @@ def retinanet(width: int, fpn: int, num_classes: int, stacked_convs: int = 2,
                       nms=dict(type='nms', iou_threshold=0.5), max_per_img=20))
 
 
+def image_range(data_root: str, split: str, start: int, stop: int | None) -> str:
+    """``annotations/<split>_<start>-<stop>.json``: images ``[start:stop]`` of a split and their
+    boxes (written once), so that COCO's metric scores those images only."""
+    path = f'annotations/{split}_{start}-{stop or "end"}.json'
+    if not osp.exists(osp.join(data_root, path)):
+        with open(osp.join(data_root, f'annotations/{split}.json')) as f:
+            coco = json.load(f)
+        coco['images'] = coco['images'][start:stop]
+        ids = {im['id'] for im in coco['images']}
+        coco['annotations'] = [a for a in coco['annotations'] if a['image_id'] in ids]
+        with open(osp.join(data_root, path), 'w') as f:
+            json.dump(coco, f)
+    return path
+
+
 def shapes_config(model: dict, data_root: str, work_dir: str, iters: int, batch_size: int,
-                  name: str, seed: int = 0, **runtime) -> dict:
+                  name: str, seed: int = 0, curve_subset: int | None = None,
+                  train_from: int = 0, test_held_out: bool = False, **runtime) -> dict:
     """A full mmdet config on the shapes set at 128x128: flip, AdamW, warm-up + cosine.
 
     Validation (the learning curve, when ``runtime`` asks for ``val_interval``) runs on the
-    training images; the test, whose numbers are reported, on the val images.
+    training images (the first ``curve_subset`` of them, else all); the test, whose numbers are
+    reported, on the val images. ``train_from``: train on the training images from that one
+    on; ``test_held_out``: test on the ones before it instead of the val images (a split of the
+    training images to choose a setting on).
     """
     metainfo = dict(classes=SHAPE_CLASSES)
     warmup = max(min(50, iters // 4), 1)
@@ -64,19 +84,26 @@ def shapes_config(model: dict, data_root: str, work_dir: str, iters: int, batch_
         dict(type='PackDetInputs',
              meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
 
-    def dataset(split, pipeline):
-        return dict(type='CocoDataset', data_root=data_root, metainfo=metainfo,
-                    ann_file=f'annotations/{split}.json', data_prefix=dict(img=f'{split}/'),
-                    pipeline=pipeline, filter_cfg=dict(filter_empty_gt=False))
+    train_ann = image_range(data_root, 'train', train_from, None) if train_from else \
+        'annotations/train.json'
+    curve_ann = train_ann if curve_subset is None else \
+        image_range(data_root, 'train', train_from, train_from + curve_subset)
+    test_split, test_ann = ('train', image_range(data_root, 'train', 0, train_from)) \
+        if test_held_out else ('val', 'annotations/val.json')
 
-    def loader(split):
+    def dataset(split, pipeline, ann_file=None):
+        return dict(type='CocoDataset', data_root=data_root, metainfo=metainfo,
+                    ann_file=ann_file or f'annotations/{split}.json',
+                    data_prefix=dict(img=f'{split}/'), pipeline=pipeline,
+                    filter_cfg=dict(filter_empty_gt=False))
+
+    def loader(split, ann_file=None):
         return dict(batch_size=8, num_workers=0, drop_last=False,
                     sampler=dict(type='DefaultSampler', shuffle=False),
-                    dataset=dict(dataset(split, test_pipeline), test_mode=True))
+                    dataset=dict(dataset(split, test_pipeline, ann_file), test_mode=True))
 
-    def evaluator(split):
-        return dict(type='CocoMetric', metric='bbox',
-                    ann_file=osp.join(data_root, f'annotations/{split}.json'))
+    def evaluator(ann_file):
+        return dict(type='CocoMetric', metric='bbox', ann_file=osp.join(data_root, ann_file))
     return dict(
         default_scope='mmdet',
         custom_imports=dict(imports=['mmdistill'], allow_failed_imports=False),
@@ -84,9 +111,9 @@ def shapes_config(model: dict, data_root: str, work_dir: str, iters: int, batch_
         train_dataloader=dict(batch_size=batch_size, num_workers=0,
                               sampler=dict(type='InfiniteSampler', shuffle=True),
                               batch_sampler=dict(type='AspectRatioBatchSampler'),
-                              dataset=dataset('train', train_pipeline)),
-        val_dataloader=loader('train'), test_dataloader=loader('val'),
-        val_evaluator=evaluator('train'), test_evaluator=evaluator('val'),
+                              dataset=dataset('train', train_pipeline, train_ann)),
+        val_dataloader=loader('train', curve_ann), test_dataloader=loader(test_split, test_ann),
+        val_evaluator=evaluator(curve_ann), test_evaluator=evaluator(test_ann),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
                            clip_grad=dict(max_norm=35, norm_type=2)),
         param_scheduler=[

@@ -11,32 +11,45 @@ shows where it levels off, is measured on training images.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import os.path as osp
+import socket
 import statistics
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..engine.machine import machine_info
 from .runtime import save_init, train_and_test, with_init
 
 
 @dataclass
 class Method:
-    """One row of a track: a label, its ``distill_losses`` and whether it inherits."""
+    """One row of a track: a label, its ``distill_losses``, whether it inherits, and which of
+    the track's teachers it distils from (``'teacher'``, or ``'self'``: the student's own
+    architecture and schedule, the control that separates knowledge from regularisation)."""
 
     label: str
     losses: dict = field(default_factory=dict)
     inherit: bool = False
     student_kwargs: dict = field(default_factory=dict)
+    teacher: str = 'teacher'
+    #: run when ``--methods`` does not name it (controls are run by name)
+    default: bool = True
 
     @property
     def baseline(self) -> str | None:
+        """The key of the row this one is compared with."""
         if not self.losses:
             return None if not self.inherit else 'alone'
-        return 'inherit' if self.inherit else 'alone'
+        if not self.inherit:
+            return 'alone'
+        return 'inherit' if self.teacher == 'teacher' else f'inherit_{self.teacher}'
 
 
 ALONE = Method('student alone')
@@ -67,41 +80,137 @@ class Track:
     #: 'fp32'; 'fast-teacher' (teacher_autocast='bf16', channels-last); 'amp' (that teacher and
     #: the student under BF16OptimWrapper, a distiller's student in channels-last)
     precision: str = 'fp32'
+    #: validations of the learning curves (student alone, teachers), evenly over the schedule
+    curve_points: int = 6
+    #: the teachers' config, when it differs from the students' (``config``'s signature)
+    teacher_config: Callable[..., dict] | None = None
+    #: the track whose teacher (``'teacher'``) this one shares, when not its own
+    teacher_track: str | None = None
+
+    def teacher_spec(self, name: str) -> tuple[dict, int, int]:
+        """(model, iterations, seed) of teacher ``name``: the track's teacher (seed 0) or
+        ``'self'``, the student's architecture at the student's schedule (seed 100, no seed of
+        the study)."""
+        if name == 'teacher':
+            return self.teacher, self.teacher_iters, 0
+        if name == 'self':
+            return self.student(), self.student_iters, 100
+        raise KeyError(f'{self.name}: no teacher {name!r}')
+
+
+def balanced(losses: dict, share: float, iters: int = 20) -> dict:
+    """``losses`` with ``auto_weight=dict(share, iters)`` on every entry."""
+    return {name: dict(cfg, auto_weight=dict(share=share, iters=iters))
+            for name, cfg in copy.deepcopy(losses).items()}
+
+
+#: the gradient share of the balanced rows (``auto_weight``), chosen on a split of the
+#: training images before any method was measured on the validation images (README)
+DET_SHARE = 0.25
+#: the detection setting: student widths, schedules and set sizes chosen from the teacher's and
+#: the student alone's learning curves on training images (README, "How the setting was chosen")
+DET = dict(teacher_width=32, student_width=8, fpn=64, n_train=8000, n_val=500,
+           teacher_iters=5000, student_iters=2400, batch=8)
+#: the training images the teacher does not see, on which the ``det_share`` track tests
+SHARE_HELD_OUT = 500
+
+
+#: the shares tried on the held-out split of the training images (``det_share`` track)
+SHARES = (0.1, 0.25, 0.5, 1.0)
 
 
 # ---------------------------------------------------------------------------------- tracks
-def detection_track(work_dir: str, quick: bool = False) -> Track:
-    """RetinaNet R18-w32 -> R18-w8 on the synthetic shapes set (written under ``work_dir``)."""
+def detection_recipes() -> dict[str, tuple[str, dict, bool]]:
+    """The published RetinaNet recipes (METHODS.md): key -> (name, losses, inherits)."""
+    neck = dict(student='neck', teacher='neck')
+    return {
+        'fgd_inherit': ('FGD', dict(fgd=dict(
+            type='FGDLoss', **neck, temp=0.5, alpha_fgd=1e-3, beta_fgd=5e-4, gamma_fgd=5e-4,
+            lambda_fgd=5e-6)), True),
+        'mgd_inherit': ('MGD', dict(mgd=dict(type='MGDLoss', **neck, alpha_mgd=2e-5,
+                                             lambda_mgd=0.65)), True),
+        'cwd': ('CWD', dict(cwd=dict(type='CWDLoss', **neck, tau=1.0, loss_weight=10.0)), False),
+        'pkd_inherit': ('PKD', dict(pkd=dict(type='PKDLoss', **neck, loss_weight=6.0)), True),
+    }
+
+
+def detection_methods(share: float) -> dict[str, Method]:
+    """Student alone, inherit only, each recipe at its official weights and balanced
+    (``<key>_auto``), and the self-teacher controls (``<key>[_auto]_self``, run by name)."""
+    methods = {'alone': ALONE, 'inherit': INHERIT,
+               'inherit_self': Method('inherit only from self-teacher', inherit=True,
+                                      teacher='self', default=False)}
+    for key, (name, losses, inherit) in detection_recipes().items():
+        label = f'+ {name}' + (' + inherit' if inherit else '')
+        methods[key] = Method(f'{label} (official weights)', losses, inherit)
+        methods[f'{key}_auto'] = Method(f'{label} (balanced, share {share})',
+                                        balanced(losses, share), inherit)
+        for weights in ('', '_auto'):
+            methods[f'{key}{weights}_self'] = Method(
+                methods[f'{key}{weights}'].label + ' from self-teacher',
+                methods[f'{key}{weights}'].losses, inherit, teacher='self', default=False)
+    return methods
+
+
+def share_methods() -> dict[str, Method]:
+    """The share sweep: FGD + inherit and CWD (one recipe of each baseline) at each of
+    :data:`SHARES`, beside their baselines."""
+    methods = {'alone': ALONE, 'inherit': INHERIT}
+    recipes = detection_recipes()
+    for key in ('fgd_inherit', 'cwd'):
+        name, losses, inherit = recipes[key]
+        for share in SHARES:
+            methods[f'{key}_share{share}'] = Method(
+                f'+ {name}' + (' + inherit' if inherit else '') + f' (share {share})',
+                balanced(losses, share), inherit)
+    return methods
+
+
+def detection_track(work_dir: str, quick: bool = False, choose_share: bool = False) -> Track:
+    """RetinaNet R18-w32 -> R18-w8 on the synthetic shapes set (written under ``work_dir``):
+    shapes of 8-128 px (every FPN level's anchors, octave base scale 1), 1-6 per image.
+
+    The teacher is trained on the training images but the first :data:`SHARE_HELD_OUT`, the
+    students on all of them. ``choose_share``: the ``det_share`` track, where the share of the
+    balanced rows is chosen before any method is measured on the val images: the students are
+    trained on the images the teacher saw and tested on the held-out ones; its teacher is the
+    ``det`` track's."""
     from ..datasets import SHAPE_CLASSES, make_shapes_coco
     from .shapes import COCO_ZERO, METRIC, retinanet, shapes_config
     data_root = osp.join(work_dir, 'data')
-    n_train, n_val = (16, 8) if quick else (400, 100)
-    batch = 4 if quick else 8
+    d = dict(DET, n_train=24, n_val=8, batch=4, teacher_iters=4, student_iters=3) if quick \
+        else DET
+    held = 4 if quick else SHARE_HELD_OUT
     n_cls = len(SHAPE_CLASSES)
-    neck = dict(student='neck', teacher='neck')
-    losses = {  # the official RetinaNet settings of each method
-        'fgd': dict(fgd=dict(type='FGDLoss', **neck, temp=0.5, alpha_fgd=1e-3, beta_fgd=5e-4,
-                             gamma_fgd=5e-4, lambda_fgd=5e-6)),
-        'mgd': dict(mgd=dict(type='MGDLoss', **neck, alpha_mgd=2e-5, lambda_mgd=0.65)),
-        'cwd': dict(cwd=dict(type='CWDLoss', **neck, tau=1.0, loss_weight=10.0)),
-        'pkd': dict(pkd=dict(type='PKDLoss', **neck, loss_weight=6.0)),
-    }
-    methods = {'alone': ALONE, 'inherit': INHERIT}
-    for key, loss in losses.items():
-        methods[key] = Method(f'+ {key.upper()}', loss)
-        methods[f'{key}_inherit'] = Method(f'+ {key.upper()} + inherit', loss, inherit=True)
+    teacher = retinanet(d['teacher_width'], d['fpn'], n_cls, octave_base_scale=1)
+    student = retinanet(d['student_width'], d['fpn'], n_cls, octave_base_scale=1)
+    tested = (f'students trained on the images the teacher saw, mAP on the {held} held out'
+              if choose_share else 'mAP on the val images')
     return Track(
-        name='det', title='Detection: synthetic shapes (COCO bbox mAP, %)',
+        name='det_share' if choose_share else 'det',
+        title=('Detection, choosing the share: held-out training images (COCO bbox mAP, %)'
+               if choose_share else 'Detection: synthetic shapes (COCO bbox mAP, %)'),
         metric=METRIC, metric_label='mAP', scale=100.0, scope='mmdet', wrapper='DistillDetector',
-        teacher=retinanet(32, 64, n_cls), student=lambda: retinanet(8, 64, n_cls),
+        teacher=teacher, student=lambda: copy.deepcopy(student),
         config=lambda model, wd, iters, name, seed, **rt: shapes_config(
-            model, data_root, wd, iters, batch, name, seed, **rt),
-        methods=methods, teacher_iters=4 if quick else 600, student_iters=3 if quick else 500,
-        dry_run_shape=(128, 128), defaults=COCO_ZERO,
-        setting=(f'RetinaNet R18-w32 teacher -> R18-w8 student (FPN 64), {n_train} train / '
-                 f'{n_val} val images 128x128, batch {batch}, AdamW 1e-3, cosine; '
-                 'mAP on the val images'),
-        prepare=lambda _: make_shapes_coco(data_root, n_train, n_val, size=128, seed=0))
+            model, data_root, wd, iters, d['batch'], name, seed,
+            curve_subset=4 if quick else 200, train_from=held if choose_share else 0,
+            test_held_out=choose_share, **rt),
+        teacher_config=lambda model, wd, iters, name, seed, **rt: shapes_config(
+            model, data_root, wd, iters, d['batch'], name, seed,
+            curve_subset=4 if quick else 200, train_from=held, **rt),
+        teacher_track='det' if choose_share else None,
+        methods=share_methods() if choose_share else detection_methods(DET_SHARE),
+        teacher_iters=d['teacher_iters'], student_iters=d['student_iters'],
+        dry_run_shape=(128, 128), defaults=COCO_ZERO, curve_points=8,
+        setting=(f'RetinaNet R18-w{d["teacher_width"]} teacher -> R18-w{d["student_width"]} '
+                 f'student (FPN {d["fpn"]}, anchors octave base 1), {d["n_train"]} train / '
+                 f'{d["n_val"]} val images 128x128 with 1-6 shapes of 8-128 px (the teacher '
+                 f'trained on all but the first {held} train images), batch {d["batch"]}, '
+                 f'AdamW 1e-3, cosine; {tested}'),
+        prepare=lambda _: osp.exists(osp.join(data_root, 'annotations', 'val.json')) or
+        make_shapes_coco(data_root, d['n_train'], d['n_val'], size=128, seed=0, objects=(1, 6),
+                         radius=(0.031, 0.5), log_radius=True))  # val.json: written last
 
 
 def segmentation_track(data_root: str, quick: bool = False) -> Track:
@@ -207,11 +316,72 @@ def tutorial_track(data_root: str, quick: bool = False) -> Track:
 
 
 # ---------------------------------------------------------------------------------- runs
+#: two-sided 95 % quantiles of Student's t by degrees of freedom (n - 1 seeds)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
+        17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086}
+
+
 def _read_jsonl(path: str) -> list[dict]:
     if not osp.exists(path):
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def _read_json(path: str) -> dict | None:
+    if not osp.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, value: dict) -> None:
+    """Write ``value`` to ``path`` whole or not at all (a killed run leaves no half file)."""
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def claimed(path: str) -> Iterator[bool]:
+    """Claim the run whose result is ``path`` for this process (``<path>.claim``, created
+    exclusively); yields False when another live process on this host holds it. A claim of a
+    process that died is taken over."""
+    claim = f'{path}.claim'
+    os.makedirs(osp.dirname(claim) or '.', exist_ok=True)
+    me = f'{socket.gethostname()} {os.getpid()}'
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            with open(claim) as f:
+                host, _, pid = f.read().partition(' ')
+            if host == socket.gethostname() and pid.isdigit() and _alive(int(pid)):
+                yield False
+                return
+            os.remove(claim)  # its process died (or ran on another machine): take it over
+            continue
+        with os.fdopen(fd, 'w') as f:
+            f.write(me)
+        try:
+            yield True
+        finally:
+            os.remove(claim)
+        return
+    yield False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _balance_summary(rows: list[dict]) -> dict:
@@ -244,27 +414,57 @@ def loss_curves(rows: list[dict], points: int = 60) -> dict[str, list]:
     return curves
 
 
-def run_one(track: Track, key: str, seed: int, work_dir: str, init_ckpt: str,
-            teacher_ckpt: str, curve: bool = False, reuse: bool = False) -> dict:
-    """Train and test one (method, seed) run; return its metric, time, curve and balance."""
-    method = track.methods[key]
+def _auto_weights(run_dir: str) -> dict[str, float]:
+    """The ``auto_weight`` entries' measured weights, read from the run's checkpoint."""
+    import torch
+    ckpt = osp.join(run_dir, 'weights.pth')
+    if not osp.exists(ckpt):
+        return {}
+    state = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+    return {k.split('.')[1]: float(v) for k, v in state.items()
+            if k.startswith('auto_weights.') and k.endswith('.weight')}
+
+
+def run_tag(track: Track, method: Method) -> str:
+    """'' or '_<precision>': runs the precision leaves alone are shared between precisions."""
     changed = track.precision == 'amp' or (track.precision == 'fast-teacher' and method.losses)
-    tag = f'_{track.precision}' if changed else ''  # runs the precision leaves alone are shared
-    run_dir = osp.join(work_dir, f'{key}{tag}_seed{seed}')
-    result_file = osp.join(run_dir, 'result.json')
+    return f'_{track.precision}' if changed else ''
+
+
+def run_one(track: Track, key: str, seed: int, work_dir: str, results_dir: str,
+            init_ckpt: str, teacher_ckpt: str | None, curve: bool = False,
+            reuse: bool = False) -> dict | None:
+    """Train and test one (method, seed) run; return its metric, time, curve and balance, also
+    written to ``<results_dir>/<key>[_<precision>]_seed<seed>.json`` (a small file to commit).
+    With ``reuse`` a run whose result file exists is read back; None: another process has
+    claimed the run."""
+    method = track.methods[key]
+    name = f'{key}{run_tag(track, method)}_seed{seed}'
+    result_file = osp.join(results_dir, f'{name}.json')
     if reuse and osp.exists(result_file):
-        with open(result_file) as f:
-            return json.load(f)
-    for stale in ('val_curve.jsonl', 'distill_balance.jsonl', 'losses_rank0.jsonl'):
-        if osp.exists(osp.join(run_dir, stale)):
-            os.remove(osp.join(run_dir, stale))
+        return _read_json(result_file)
+    with claimed(result_file) as mine:
+        if not mine:
+            return None
+        run_dir = osp.join(work_dir, name)
+        for stale in ('val_curve.jsonl', 'distill_balance.jsonl', 'losses_rank0.jsonl'):
+            if osp.exists(osp.join(run_dir, stale)):
+                os.remove(osp.join(run_dir, stale))
+        result = _train_one(track, method, key, seed, run_dir, init_ckpt, teacher_ckpt, curve)
+        _write_json(result_file, result)
+    return result
+
+
+def _train_one(track: Track, method: Method, key: str, seed: int, run_dir: str,
+               init_ckpt: str, teacher_ckpt: str | None, curve: bool) -> dict:
     student = with_init(track.student(**method.student_kwargs), init_ckpt)
     hooks = [dict(type='DumpLossesHook')]
-    if key == 'alone':
+    if teacher_ckpt is None:
         model = student
     else:
         model = dict(type=track.wrapper, student=student,
-                     teacher=dict(config=dict(model=track.teacher), checkpoint=teacher_ckpt),
+                     teacher=dict(config=dict(model=track.teacher_spec(method.teacher)[0]),
+                                  checkpoint=teacher_ckpt),
                      init_student=method.inherit, distill_losses=copy.deepcopy(method.losses),
                      dry_run_shape=track.dry_run_shape)
         if track.precision in ('fast-teacher', 'amp'):
@@ -276,68 +476,122 @@ def run_one(track: Track, key: str, seed: int, work_dir: str, init_ckpt: str,
                               grad_interval=max(track.student_iters // 10, 1)))
     iters = track.student_iters
     cfg = track.config(model, run_dir, iters, f'{track.name}/{key}/seed{seed}', seed,
-                       val_interval=max(iters // 6, 1) if curve else None, extra_hooks=hooks)
+                       val_interval=max(iters // track.curve_points, 1) if curve else None,
+                       extra_hooks=hooks)
     if track.precision == 'amp':
         cfg['optim_wrapper']['type'] = 'BF16OptimWrapper'
     elif track.precision not in ('fp32', 'fast-teacher'):
         raise ValueError(f'precision must be fp32, fast-teacher or amp, got {track.precision!r}')
     out = train_and_test(cfg, f'{track.name} {method.label} (seed {seed})', track.metric,
                          track.defaults)
-    result = dict(method=key, seed=seed,
-                  value=float(out.get(track.metric, math.nan)) * track.scale,
-                  seconds=out['seconds'],
-                  curve=[dict(iter=r['iter'], value=r.get(track.metric, 0.0) * track.scale)
-                         for r in _read_jsonl(osp.join(run_dir, 'val_curve.jsonl'))],
-                  balance=_balance_summary(_read_jsonl(
-                      osp.join(run_dir, 'distill_balance.jsonl'))),
-                  losses=loss_curves(_read_jsonl(osp.join(run_dir, 'losses_rank0.jsonl'))))
-    with open(result_file, 'w') as f:
-        json.dump(result, f)
-    return result
+    return dict(method=key, seed=seed, value=float(out.get(track.metric, math.nan)) * track.scale,
+                seconds=out['seconds'], machine=machine_info(),
+                curve=[dict(iter=r['iter'], value=r.get(track.metric, 0.0) * track.scale)
+                       for r in _read_jsonl(osp.join(run_dir, 'val_curve.jsonl'))],
+                balance=_balance_summary(_read_jsonl(
+                    osp.join(run_dir, 'distill_balance.jsonl'))),
+                auto_weights=_auto_weights(run_dir),
+                losses=loss_curves(_read_jsonl(osp.join(run_dir, 'losses_rank0.jsonl'))))
+
+
+def train_teacher(track: Track, name: str, work_dir: str, results_dir: str,
+                  reuse: bool = False, wait: float = 30.0) -> dict:
+    """Train teacher ``name`` once, with its learning curve on training images; its result and
+    weights (``<results_dir>/<name>.json``, ``<name>.pth``) are kept for every later run and
+    machine. A teacher another process is training is waited for."""
+    import torch
+    result_file = osp.join(results_dir, f'{name}.json')
+    ckpt = osp.join(results_dir, f'{name}.pth')
+    while True:
+        if reuse and osp.exists(result_file) and osp.exists(ckpt):
+            return dict(_read_json(result_file), ckpt=ckpt)
+        with claimed(result_file) as mine:
+            if mine:
+                model, iters, seed = track.teacher_spec(name)
+                t_dir = osp.join(work_dir, name)
+                if osp.exists(osp.join(t_dir, 'val_curve.jsonl')):
+                    os.remove(osp.join(t_dir, 'val_curve.jsonl'))
+                config = track.teacher_config if name == 'teacher' and track.teacher_config \
+                    else track.config
+                cfg = config(model, t_dir, iters, f'{track.name}/{name}', seed,
+                             val_interval=max(iters // track.curve_points, 1))
+                out = train_and_test(cfg, f'{track.name} {name}', track.metric, track.defaults)
+                state = torch.load(out['ckpt'], map_location='cpu', weights_only=True)
+                torch.save(state, ckpt)
+                result = dict(value=float(out.get(track.metric, math.nan)) * track.scale,
+                              seconds=out['seconds'], iters=iters, seed=seed,
+                              machine=machine_info(),
+                              curve=[dict(iter=r['iter'],
+                                          value=r.get(track.metric, 0.0) * track.scale)
+                                     for r in _read_jsonl(osp.join(t_dir, 'val_curve.jsonl'))])
+                _write_json(result_file, result)
+                return dict(result, ckpt=ckpt)
+        reuse = True
+        time.sleep(wait)
 
 
 def run_track(track: Track, work_dir: str, seeds: list[int], methods: list[str] | None = None,
-              reuse: bool = False) -> dict:
-    """Train the teacher, then every method for every seed; return the track's results."""
+              reuse: bool = False, results_dir: str | None = None) -> dict:
+    """Train the teachers, then every method for every seed; return the track's results.
+
+    Each finished run is a small file in ``<results_dir>/<track>/`` (default: under
+    ``work_dir``), with the teachers' results and weights: commit it, and ``reuse`` resumes the
+    study anywhere. Runs that another process has claimed are left to it: run the same command
+    in two processes (one per core) to share the work, then once more with ``reuse`` to
+    gather."""
+    results_dir = osp.join(results_dir or osp.join(work_dir, 'results'), track.name)
     work_dir = osp.join(work_dir, track.name)
     os.makedirs(work_dir, exist_ok=True)
     if track.prepare is not None:
         track.prepare(work_dir)
-    keys = [k for k in track.methods if methods is None or k in methods or k == 'alone']
-    if any(track.methods[k].baseline == 'inherit' for k in keys) and 'inherit' not in keys:
-        keys.insert(1, 'inherit')
-    t_dir = osp.join(work_dir, 'teacher')
-    t_file = osp.join(t_dir, 'result.json')
-    if reuse and osp.exists(t_file):
-        with open(t_file) as f:
-            teacher = json.load(f)
-    else:
-        out = train_and_test(track.config(track.teacher, t_dir, track.teacher_iters,
-                                          f'{track.name}/teacher', 0),
-                             f'{track.name} teacher', track.metric, track.defaults)
-        teacher = dict(value=float(out.get(track.metric, math.nan)) * track.scale,
-                       ckpt=out['ckpt'],
-                       seconds=out['seconds'])
-        with open(t_file, 'w') as f:
-            json.dump(teacher, f)
+    keys = [k for k, m in track.methods.items()
+            if (m.default and methods is None) or k == 'alone' or k in (methods or ())]
+    for k in list(keys):
+        base = track.methods[k].baseline
+        if base is not None and base not in keys:
+            keys.insert(keys.index(k), base)
+    teachers = {}
+    for name in sorted({track.methods[k].teacher for k in keys if k != 'alone'} | {'teacher'}):
+        shared = name == 'teacher' and track.teacher_track
+        teachers[name] = train_teacher(
+            track, name, osp.join(osp.dirname(work_dir), track.teacher_track) if shared
+            else work_dir, osp.join(osp.dirname(results_dir), track.teacher_track) if shared
+            else results_dir, reuse)
     runs: dict[str, dict[int, dict]] = {k: {} for k in keys}
     for seed in seeds:
         init = osp.join(work_dir, f'student_init_seed{seed}.pth')
-        if not (reuse and osp.exists(init)):
+        if not osp.exists(init):
             save_init(track.student(), track.scope, init, seed)
         for key in keys:
-            runs[key][seed] = run_one(track, key, seed, work_dir, init, teacher['ckpt'],
-                                      curve=key == 'alone', reuse=reuse)
+            teacher = None if key == 'alone' else teachers[track.methods[key].teacher]['ckpt']
+            result = run_one(track, key, seed, work_dir, results_dir, init, teacher,
+                             curve=key == 'alone', reuse=reuse)
+            if result is not None:
+                runs[key][seed] = result
     title = track.title if track.precision == 'fp32' else f'{track.title} [{track.precision}]'
     return dict(name=track.name, title=title, setting=track.setting, precision=track.precision,
                 metric_label=track.metric_label, teacher_iters=track.teacher_iters,
-                student_iters=track.student_iters, teacher=teacher,
-                rows=[summarise(track.methods[k], k, runs[k], runs) for k in keys])
+                student_iters=track.student_iters,
+                teacher={k: v for k, v in teachers['teacher'].items() if k != 'ckpt'},
+                teachers={n: {k: v for k, v in t.items() if k != 'ckpt'}
+                          for n, t in teachers.items()},
+                rows=[summarise(track.methods[k], k, runs[k], runs) for k in keys if runs[k]])
+
+
+def paired_interval(deltas: list[float]) -> tuple[float, float] | None:
+    """The 95 % confidence interval (Student's t) of the mean paired difference."""
+    n = len(deltas)
+    if n < 2:
+        return None
+    half = T975.get(n - 1, 1.96) * statistics.stdev(deltas) / math.sqrt(n)
+    mean = statistics.fmean(deltas)
+    return mean - half, mean + half
 
 
 def summarise(method: Method, key: str, runs: dict[int, dict],
               all_runs: dict[str, dict[int, dict]]) -> dict:
-    """Mean, std, the paired difference to the method's baseline, and the loss balance."""
+    """Mean, std, the paired difference to the method's baseline (mean, std, 95 % interval,
+    seeds won), the loss balance and the measured weights."""
     seeds = sorted(runs)
     values = [runs[s]['value'] for s in seeds]
     row = dict(key=key, label=method.label, baseline=method.baseline, seeds=seeds,
@@ -348,12 +602,17 @@ def summarise(method: Method, key: str, runs: dict[int, dict],
                losses={s: runs[s]['losses'] for s in seeds if runs[s].get('losses')})
     if method.baseline is not None and method.baseline in all_runs:
         base = all_runs[method.baseline]
-        deltas = [runs[s]['value'] - base[s]['value'] for s in seeds if s in base]
-        row.update(delta=deltas, delta_mean=statistics.fmean(deltas),
-                   delta_std=statistics.stdev(deltas) if len(deltas) > 1 else None,
-                   wins=int(sum(d > 0 for d in deltas)))
+        paired = [s for s in seeds if s in base]
+        deltas = [runs[s]['value'] - base[s]['value'] for s in paired]
+        if deltas:
+            row.update(delta_seeds=paired, delta=deltas, delta_mean=statistics.fmean(deltas),
+                       delta_std=statistics.stdev(deltas) if len(deltas) > 1 else None,
+                       delta_ci=paired_interval(deltas), wins=int(sum(d > 0 for d in deltas)))
     balances = [runs[s]['balance'] for s in seeds if runs[s].get('balance')]
     for name in ('ratio', 'grad_share', 'grad_cos'):
         vals = [b[name] for b in balances if b.get(name) is not None]
         row[name] = statistics.fmean(vals) if vals else None
+    weights = [runs[s]['auto_weights'] for s in seeds if runs[s].get('auto_weights')]
+    if weights:
+        row['auto_weights'] = {n: statistics.fmean(w[n] for w in weights) for n in weights[0]}
     return row

@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from mmdistill.experiments.study import INHERIT, Method, summarise
+from mmdistill.experiments.study import INHERIT, Method, claimed, paired_interval, summarise
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -26,6 +26,8 @@ def test_summary_pairs_each_seed_with_its_baseline():
     assert row['delta'] == [-1.0, 3.0, 1.0] and row['wins'] == 2
     assert row['delta_mean'] == pytest.approx(1.0)
     assert row['delta_std'] == pytest.approx(statistics.stdev([-1.0, 3.0, 1.0]))
+    # 95 % t interval: 1 -+ t(0.975, 2) * 2 / sqrt(3), t = 4.303
+    assert row['delta_ci'] == pytest.approx((1 - 4.303 * 2 / 3 ** 0.5, 1 + 4.303 * 2 / 3 ** 0.5))
     assert row['mean'] == pytest.approx(76 / 3)
     plain = summarise(Method('+ FGD', dict(fgd={})), 'fgd', runs['fgd'], runs)
     assert plain['baseline'] == 'alone' and plain['delta'] == [2.0, -1.0, 3.0]
@@ -35,18 +37,45 @@ def test_summary_pairs_each_seed_with_its_baseline():
     assert alone['baseline'] is None and 'delta' not in alone
 
 
+def test_interval_pairs_only_common_seeds_and_needs_two():
+    runs = {'alone': _runs([10.0, 20.0, 30.0]), 'cwd': {0: _runs([11.0])[0], 2: _runs(
+        [0, 0, 34.0])[2]}}
+    row = summarise(Method('+ CWD', dict(cwd={})), 'cwd', runs['cwd'], runs)
+    assert row['delta_seeds'] == [0, 2] and row['delta'] == [1.0, 4.0]
+    assert paired_interval([2.0]) is None
+    lo, hi = paired_interval([1.0, 4.0])  # t(0.975, 1) = 12.706, sd = 2.1213
+    assert (lo + hi) / 2 == pytest.approx(2.5) and hi - lo == pytest.approx(
+        2 * 12.706 * statistics.stdev([1.0, 4.0]) / 2 ** 0.5)
+
+
+def test_a_claimed_run_is_left_to_its_live_owner_and_taken_from_a_dead_one(tmp_path):
+    import socket
+    import subprocess
+    result = str(tmp_path / 'run.json')
+    with claimed(result) as mine:
+        assert mine
+        with claimed(result) as again:  # this process holds it (alive): not taken twice
+            assert not again
+    assert not (tmp_path / 'run.json.claim').exists()
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    (tmp_path / 'run.json.claim').write_text(f'{socket.gethostname()} {dead.pid}')
+    with claimed(result) as mine:
+        assert mine
+
+
 def test_quick_study_writes_json_markdown_and_chart(tmp_path):
     from tools.analysis.distill_study import main
     work = str(tmp_path / 'study')
-    args = ['--quick', '--seeds', '0', '1', '--methods', 'det:fgd_inherit', 'det:pkd',
-            'seg:cwd', 'kd', '--work-dir', work]
+    args = ['--quick', '--seeds', '0', '1', '--methods', 'det:fgd_inherit',
+            'det:pkd_inherit_auto', 'seg:cwd', 'kd', '--work-dir', work]
     main(args)
-    with open(osp.join(work, 'study.json')) as f:
+    with open(osp.join(work, 'results', 'study.json')) as f:
         results = json.load(f)
     tracks = {t['name']: t for t in results['tracks']}
     assert set(tracks) == {'det', 'seg', 'cls'}
     assert [r['key'] for r in tracks['det']['rows']] == ['alone', 'inherit', 'fgd_inherit',
-                                                         'pkd']
+                                                         'pkd_inherit_auto']
     assert [r['key'] for r in tracks['seg']['rows']] == ['alone', 'cwd']
     assert [r['key'] for r in tracks['cls']['rows']] == ['alone', 'kd']
     for track in tracks.values():
@@ -61,13 +90,36 @@ def test_quick_study_writes_json_markdown_and_chart(tmp_path):
                 assert row['ratio'] is not None and row['ratio'] > 0
                 assert row['grad_share'] is not None
         assert rows['alone']['curves'], 'the student-alone learning curve is recorded'
-    md = open(osp.join(work, 'study.md')).read()
+        assert track['teachers']['teacher']['curve'], 'the teacher\'s learning curve too'
+    det = {r['key']: r for r in tracks['det']['rows']}
+    assert det['pkd_inherit_auto']['auto_weights']['pkd'] > 0  # measured, from the checkpoint
+    assert 'auto_weights' not in det['fgd_inherit']
+    # each run is a small file of the results dir, the teacher's weights beside them
+    runs = osp.join(work, 'results', 'det')
+    assert osp.exists(osp.join(runs, 'pkd_inherit_auto_seed1.json'))
+    assert osp.exists(osp.join(runs, 'teacher.pth'))
+    md = open(osp.join(work, 'results', 'study.md')).read()
     assert 'python3 tools/analysis/distill_study.py --quick' in md
-    assert '| + PKD |' in md and 'inherit only' in md
-    with open(osp.join(work, 'study.png'), 'rb') as f:
+    assert '| + PKD + inherit (balanced, share' in md and 'inherit only' in md
+    with open(osp.join(work, 'results', 'study.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     # --reuse gathers the finished runs without training again
     again = main(args + ['--reuse'])
     assert again['seconds'] < results['seconds']
     assert [r['values'] for r in again['tracks'][0]['rows']] == \
         [r['values'] for r in results['tracks'][0]['rows']]
+
+
+def test_demo_runs_what_the_study_found_and_says_when_nothing_helps():
+    from mmdistill.demo import compare_line, demo_methods
+    rows = [dict(key='alone', label='student alone', mean=10.0, std=1.0),
+            dict(key='cwd', label='+ CWD', mean=11.0, std=1.0, delta=[1.0] * 5, wins=5,
+                 delta_mean=1.0, delta_ci=(0.2, 1.8)),
+            dict(key='pkd_inherit', label='+ PKD', mean=9.0, std=1.0, delta=[-1.0] * 5, wins=0,
+                 delta_mean=-1.0, delta_ci=(-1.5, -0.5))]
+    assert demo_methods(rows)[0] == ['cwd']
+    rows[1]['delta_ci'] = (-0.1, 2.1)
+    keys, why = demo_methods(rows)
+    assert keys == ['cwd'] and why.startswith('No method helps in the study')
+    line = compare_line(dict(label='+ CWD', mean=12.0, delta_mean=2.0), rows[1])
+    assert line == '| + CWD | 12.00 | +2.00 | 11.00 ± 1.00 | +1.00 [-0.10, +2.10] | 5/5 |'

@@ -1,16 +1,22 @@
 """The distillation study: each method against the right baseline, over seeds, on three tracks.
 
-    python3 tools/analysis/distill_study.py [--tracks det seg cls] [--seeds 0 1 2]
-        [--methods fgd pkd ...] [--work-dir work_dirs/study] [--reuse] [--quick]
+    python3 tools/analysis/distill_study.py [--tracks det seg cls] [--seeds 0 1 2 3 4]
+        [--methods fgd_inherit det:cwd_auto ...] [--work-dir work_dirs/study]
+        [--results-dir docs/study] [--threads 1] [--reuse] [--quick]
         [--precision fp32|fast-teacher|amp]
 
 Tracks: ``det`` (RetinaNet on the synthetic shapes set, written on the fly), ``seg`` (PSPNet on
 ``../shared/data/camvid_mini``), ``cls`` (CIFAR ResNet on ``../shared/data/cifar10``),
-``tutorial`` (the PyTorch KD tutorial's DeepNN -> LightNN on the same CIFAR-10 subset). Writes
-``study.json``, ``study.md`` and ``study.png`` to the work dir. ``--reuse`` keeps the teacher and
-every (method, seed) run already in the work dir, so tracks run in separate processes can be
-gathered by a last call with ``--reuse``. ``--quick`` is the CI smoke test (tiny sizes, a few
-iterations: its numbers mean nothing). See :mod:`mmdistill.experiments.study`.
+``tutorial`` (the PyTorch KD tutorial's DeepNN -> LightNN on the same CIFAR-10 subset),
+``det_share`` (the share of the balanced detection rows, chosen on held-out training images).
+
+Each finished run is a small JSON file in ``--results-dir`` (``<track>/<key>_seed<s>.json``;
+default ``docs/study``, ``<work-dir>/results`` with ``--quick``), beside each track's teacher
+(result, learning curve and weights): commit them, and ``--reuse`` resumes the study on any
+machine. Two processes started with the same command (``--reuse``, one per core) share the runs
+(each claims a run before training it); a last call with ``--reuse`` gathers ``study.json``,
+``study.md`` and ``study.png`` into the results dir. ``--quick`` is the CI smoke test (tiny
+sizes, a few iterations: its numbers mean nothing). See :mod:`mmdistill.experiments.study`.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import time
 
 import torch
 
+from mmdistill.engine.machine import machine_info
 from mmdistill.experiments.report import plot_study, study_markdown
 from mmdistill.experiments.study import (classification_track, detection_track, run_track,
                                          segmentation_track, tutorial_track)
@@ -42,17 +49,22 @@ def track_methods(methods: list[str] | None, track: str) -> list[str] | None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tracks', nargs='+', default=['det', 'seg', 'cls'],
-                        choices=['det', 'seg', 'cls', 'tutorial'],
-                        help='tutorial: the PyTorch KD tutorial (DeepNN -> LightNN, CIFAR-10 '
-                        'subset), not in the default set')
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+                        choices=['det', 'det_share', 'seg', 'cls', 'tutorial'],
+                        help='det_share: the share of the balanced detection rows, chosen on '
+                        'held-out training images; tutorial: the PyTorch KD tutorial (DeepNN '
+                        '-> LightNN, CIFAR-10 subset); neither in the default set')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument('--methods', nargs='+', default=None,
                         help='method keys to run: "fgd" (every track that has it) or '
                              '"det:fgd" (that track only); default all')
     parser.add_argument('--work-dir', default='work_dirs/study')
+    parser.add_argument('--results-dir', default=None,
+                        help='where each run\'s result file and the teachers are kept (commit '
+                        'them); default docs/study, <work-dir>/results with --quick')
     parser.add_argument('--data-root', default=DATA)
     parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--reuse', action='store_true')
+    parser.add_argument('--reuse', action='store_true',
+                        help='read back the runs (and teachers) already in --results-dir')
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--precision', default='fp32', choices=['fp32', 'fast-teacher', 'amp'],
                         help='students with the bf16 channels-last teacher, or that and bf16 '
@@ -61,8 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()
+    results_dir = args.results_dir or (osp.join(args.work_dir, 'results') if args.quick
+                                       else osp.join(ROOT, 'docs', 'study'))
     builders = dict(
         det=lambda: detection_track(osp.join(args.work_dir, 'det'), args.quick),
+        det_share=lambda: detection_track(osp.join(args.work_dir, 'det'), args.quick,
+                                          choose_share=True),
         seg=lambda: segmentation_track(osp.join(args.data_root, 'camvid_mini'), args.quick),
         cls=lambda: classification_track(osp.join(args.data_root, 'cifar10'), args.quick),
         tutorial=lambda: tutorial_track(osp.join(args.data_root, 'cifar10'), args.quick))
@@ -71,20 +87,20 @@ def main(argv: list[str] | None = None) -> dict:
         track = builders[name]()
         track.precision = args.precision
         tracks.append(run_track(track, args.work_dir, args.seeds,
-                                track_methods(args.methods, name), args.reuse))
+                                track_methods(args.methods, name), args.reuse, results_dir))
     results = dict(tracks=tracks, seconds=time.time() - start, threads=torch.get_num_threads(),
-                   quick=args.quick)
+                   quick=args.quick, machine=machine_info())
     command = 'python3 tools/analysis/distill_study.py ' + shlex.join(
         sys.argv[1:] if argv is None else argv)
-    os.makedirs(args.work_dir, exist_ok=True)
-    with open(osp.join(args.work_dir, 'study.json'), 'w') as f:
+    os.makedirs(results_dir, exist_ok=True)
+    with open(osp.join(results_dir, 'study.json'), 'w') as f:
         json.dump(dict(results, command=command), f, indent=1)
     markdown = study_markdown(results, command)
-    with open(osp.join(args.work_dir, 'study.md'), 'w') as f:
+    with open(osp.join(results_dir, 'study.md'), 'w') as f:
         f.write(markdown)
-    plot_study(results, osp.join(args.work_dir, 'study.png'))
+    plot_study(results, osp.join(results_dir, 'study.png'))
     print(markdown)
-    print(f'wrote {args.work_dir}/study.json, study.md, study.png ({time.time() - start:.0f} s)')
+    print(f'wrote {results_dir}/study.json, study.md, study.png ({time.time() - start:.0f} s)')
     return results
 
 
