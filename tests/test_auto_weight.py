@@ -19,7 +19,7 @@ from mmengine.optim import build_optim_wrapper
 
 from mmdistill.analysis import grad_norm
 from mmdistill.auto_weight import AutoWeight, check_auto_weight
-from tests.utils import cls_batch, save_teacher, tiny_classifier
+from tests.utils import cls_batch, save_teacher, tiny_classifier, tiny_distill_classifier
 
 
 # ---------------------------------------------------------------------------------- unit
@@ -68,18 +68,8 @@ def teacher_ckpt(tmp_path_factory):
 
 
 def build(ckpt, losses):
-    from mmpretrain.registry import MODELS
-    from mmpretrain.utils import register_all_modules
-
-    import mmdistill  # noqa: F401
-    register_all_modules()
     torch.manual_seed(0)
-    model = MODELS.build(dict(
-        type='DistillClassifier', student=tiny_classifier(8),
-        teacher=dict(config=dict(model=tiny_classifier(16)), checkpoint=ckpt),
-        distill_losses=losses, dry_run_shape=(32, 32)))
-    model.init_weights()
-    return model
+    return tiny_distill_classifier(ckpt, losses)
 
 
 def fresh_losses(model, data):

@@ -62,12 +62,12 @@ def test_current_reads_the_message_hub():
 
 
 pytest.importorskip('mmpretrain')
-from mmpretrain.registry import MODELS  # noqa: E402
 from mmpretrain.utils import register_all_modules  # noqa: E402
 
 import mmdistill  # noqa: E402,F401
 from tests.conftest import use_scope  # noqa: E402
-from tests.utils import cls_batch, save_teacher, tiny_classifier  # noqa: E402
+from tests.utils import (cls_batch, save_teacher, tiny_classifier,  # noqa: E402
+                         tiny_distill_classifier)
 
 _scope = use_scope('mmpretrain')
 register_all_modules()
@@ -87,12 +87,7 @@ def _build(ckpt, schedule):
         mgd=dict(type='MGDLoss', student='backbone[-1]', teacher='backbone[-1]',
                  student_channels=64, teacher_channels=128, alpha_mgd=7e-5, lambda_mgd=0.15,
                  weight_schedule=schedule))
-    model = MODELS.build(dict(
-        type='DistillClassifier', student=tiny_classifier(8),
-        teacher=dict(config=dict(model=tiny_classifier(16)), checkpoint=ckpt),
-        distill_losses=losses, dry_run_shape=(32, 32)))
-    model.init_weights()
-    return model
+    return tiny_distill_classifier(ckpt, losses)
 
 
 def test_wrapper_scales_each_entry_by_its_factor(teacher_ckpt):

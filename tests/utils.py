@@ -121,6 +121,21 @@ def tiny_classifier(width: int = 8, num_classes: int = 10, out_indices=(3, )) ->
                   loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
 
 
+def tiny_distill_classifier(ckpt: str, losses: dict) -> 'torch.nn.Module':
+    """A DistillClassifier of the w8 tiny classifier from the w16 one saved at ``ckpt``."""
+    from mmpretrain.registry import MODELS
+    from mmpretrain.utils import register_all_modules
+
+    import mmdistill  # noqa: F401
+    register_all_modules()
+    model = MODELS.build(dict(
+        type='DistillClassifier', student=tiny_classifier(8),
+        teacher=dict(config=dict(model=tiny_classifier(16)), checkpoint=ckpt),
+        distill_losses=losses, dry_run_shape=(32, 32)))
+    model.init_weights()
+    return model
+
+
 def cls_batch(n: int = 4, num_classes: int = 10, size: int = 32, seed: int = 0,
               soft: bool = False) -> dict:
     """A packed mmpretrain batch with labels (or mixed soft labels) and dataset indices."""
