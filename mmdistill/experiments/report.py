@@ -27,6 +27,36 @@ def _weights(row: dict) -> str:
     return '-' if not weights else ', '.join(f'{v:.3g}' for v in weights.values())
 
 
+def last_quarter_change(curve: list[dict], iters: int) -> float | None:
+    """How much a learning curve (``[{iter, value}]``) changed over the last quarter of a
+    schedule of ``iters`` iterations: the last value minus the one at 3/4 of it."""
+    at = {p['iter']: p['value'] for p in curve}
+    start = next((i for i in sorted(at) if i >= 0.75 * iters), None)
+    if start is None or max(at) < iters or start == max(at):
+        return None
+    return at[max(at)] - at[start]
+
+
+def curve_line(track: dict) -> str:
+    """The plateau check of the student alone and the teacher, on training images."""
+    alone = next((r for r in track['rows'] if r['key'] == 'alone'), None)
+    changes = [last_quarter_change(c, track['student_iters'])
+               for c in (alone or {}).get('curves', {}).values()]
+    changes = [c for c in changes if c is not None]
+    parts = []
+    if changes:
+        parts.append(f'student alone {sum(changes) / len(changes):+.2f} over the last quarter '
+                     f'of its schedule (mean of {len(changes)} seeds)')
+    for name, teacher in (track.get('teachers') or {}).items():
+        change = last_quarter_change(teacher.get('curve') or [],
+                                     teacher.get('iters', track['teacher_iters']))
+        if change is not None:
+            parts.append(f'{name} {change:+.2f} over its last quarter')
+    label = track['metric_label']
+    return (f'Learning curves ({label} on training images): ' + '; '.join(parts) + '.') \
+        if parts else ''
+
+
 def track_markdown(track: dict) -> str:
     """One track: setting, teacher, then a row per method with mean ± std over the seeds, the
     paired difference to its baseline (mean with its 95 % t interval, seeds won), the measured
@@ -65,6 +95,8 @@ def track_markdown(track: dict) -> str:
                   'loss, mean over the steps; grad share: its part of the gradient step, '
                   '<g_distill, g> / |g|^2; cos: between the distillation and the task '
                   'gradients (DistillBalanceHook, every tenth of the run).']
+    if curve_line(track):
+        lines += ['', curve_line(track)]
     return '\n'.join(lines)
 
 

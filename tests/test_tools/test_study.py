@@ -123,3 +123,20 @@ def test_demo_runs_what_the_study_found_and_says_when_nothing_helps():
     assert keys == ['cwd'] and why.startswith('No method helps in the study')
     line = compare_line(dict(label='+ CWD', mean=12.0, delta_mean=2.0), rows[1])
     assert line == '| + CWD | 12.00 | +2.00 | 11.00 ± 1.00 | +1.00 [-0.10, +2.10] | 5/5 |'
+
+
+def test_last_quarter_change_reads_the_curve_at_three_quarters_and_the_end():
+    from mmdistill.experiments.report import last_quarter_change
+    curve = [dict(iter=i * 300, value=v) for i, v in enumerate([1, 2, 3, 4, 5, 6, 7, 7.2], 1)]
+    assert last_quarter_change(curve, 2400) == pytest.approx(7.2 - 6)
+    assert last_quarter_change(curve[:-1], 2400) is None  # the curve stops before the end
+
+
+def test_the_share_is_the_one_with_the_best_mean_gain_over_the_swept_recipes():
+    from mmdistill.experiments.study import chosen_share
+    rows = [dict(key='alone'), dict(key='inherit', delta_mean=5.0),
+            dict(key='fgd_inherit_share0.1', delta_mean=1.0),
+            dict(key='fgd_inherit_share0.5', delta_mean=-1.0),
+            dict(key='cwd_share0.1', delta_mean=-0.5), dict(key='cwd_share0.5', delta_mean=2.0)]
+    share, means = chosen_share(dict(rows=rows))
+    assert share == 0.5 and means == {0.1: 0.25, 0.5: 0.5}

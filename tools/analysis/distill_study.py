@@ -32,8 +32,8 @@ import torch
 
 from mmdistill.engine.machine import machine_info
 from mmdistill.experiments.report import plot_study, study_markdown
-from mmdistill.experiments.study import (classification_track, detection_track, run_track,
-                                         segmentation_track, tutorial_track)
+from mmdistill.experiments.study import (chosen_share, classification_track, detection_track,
+                                         run_track, segmentation_track, tutorial_track)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DATA = osp.join(osp.dirname(ROOT), 'shared', 'data')
@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> dict:
         track.precision = args.precision
         tracks.append(run_track(track, args.work_dir, args.seeds,
                                 track_methods(args.methods, name), args.reuse, results_dir))
+    for track in tracks:
+        if track['name'] == 'det_share':
+            share, means = chosen_share(track)
+            track['chosen_share'] = share
+            print('[study] det_share: mean paired gain on the held-out training images by share: '
+                  + ', '.join(f'{k}: {v:+.2f}' for k, v in means.items())
+                  + f'; chosen share {share}')
     results = dict(tracks=tracks, seconds=time.time() - start, threads=torch.get_num_threads(),
                    quick=args.quick, machine=machine_info())
     command = 'python3 tools/analysis/distill_study.py ' + shlex.join(
