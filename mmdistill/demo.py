@@ -76,23 +76,26 @@ def compare_line(demo: dict, study: dict | None) -> str:
             f'{study["std"] or 0:.2f} | {s} | {wins} |')
 
 
-def run_demo(work_dir: str = 'work_dirs/demo', seed: int = 0, workers: int = 2) -> dict:
+def run_demo(work_dir: str = 'work_dirs/demo', seed: int = 0, workers: int = 2,
+             quick: bool = False) -> dict:
     """Run the demo; print the comparison with the study, write ``demo.png``; return the track's
-    results. ``workers`` processes share the runs (each claims a run before training it)."""
+    results. ``workers`` processes share the runs (each claims a run before training it).
+    ``quick``: the track's smoke-test sizes and its own teacher (tests; numbers mean nothing)."""
     rows = study_rows()
     methods, why = demo_methods(rows)
-    results_dir = osp.join(work_dir, 'results')
-    _take_teacher(results_dir)
-    track = detection_track(osp.join(work_dir, 'det'))
+    if not quick:
+        _take_teacher(osp.join(work_dir, 'results'))
+    track = detection_track(osp.join(work_dir, 'det'), quick)
     print(f'[demo] {track.setting}', flush=True)
     track.prepare(None)  # the data set, before the workers read it
-    cmd = [sys.executable, '-m', 'mmdistill.demo', '--worker', work_dir, str(seed), *methods]
+    cmd = [sys.executable, '-m', 'mmdistill.demo', '--worker', work_dir, str(seed),
+           str(int(quick)), *methods]
     helpers = [subprocess.Popen(cmd) for _ in range(max(workers - 1, 0))]
-    _work(work_dir, seed, methods)
+    _work(work_dir, seed, quick, methods)
     for helper in helpers:
         if helper.wait() != 0:
             raise RuntimeError(f'demo worker failed: {" ".join(cmd)}')
-    results = _work(work_dir, seed, methods)  # gathers what the helpers trained
+    results = _work(work_dir, seed, quick, methods)  # gathers what the helpers trained
     study = {r['key']: r for r in rows}
     print('\n' + track_markdown(results))
     print(f'\n{why}\n\n| method | demo mAP (seed {seed}) | demo Δ | study mean ± std '
@@ -106,13 +109,13 @@ def run_demo(work_dir: str = 'work_dirs/demo', seed: int = 0, workers: int = 2) 
     return results
 
 
-def _work(work_dir: str, seed: int, methods: list[str]) -> dict:
+def _work(work_dir: str, seed: int, quick: bool, methods: list[str]) -> dict:
     import torch
     torch.set_num_threads(1)
-    track = detection_track(osp.join(work_dir, 'det'))
+    track = detection_track(osp.join(work_dir, 'det'), quick)
     return run_track(track, work_dir, [seed], methods, reuse=True,
                      results_dir=osp.join(work_dir, 'results'))
 
 
 if __name__ == '__main__' and sys.argv[1:2] == ['--worker']:
-    _work(sys.argv[2], int(sys.argv[3]), sys.argv[4:])
+    _work(sys.argv[2], int(sys.argv[3]), bool(int(sys.argv[4])), sys.argv[5:])

@@ -140,3 +140,16 @@ def test_the_share_is_the_one_with_the_best_mean_gain_over_the_swept_recipes():
             dict(key='cwd_share0.1', delta_mean=-0.5), dict(key='cwd_share0.5', delta_mean=2.0)]
     share, means = chosen_share(dict(rows=rows))
     assert share == 0.5 and means == {0.1: 0.25, 0.5: 0.5}
+
+
+def test_quick_demo_shares_its_runs_between_two_workers(tmp_path, capsys):
+    from mmdistill.demo import run_demo
+    results = run_demo(str(tmp_path / 'demo'), workers=2, quick=True)
+    keys = [r['key'] for r in results['rows']]
+    assert keys[0] == 'alone' and len(keys) >= 2
+    out = capsys.readouterr().out
+    assert '| method | demo mAP (seed 0) |' in out and 'study Δ [95 % CI]' in out
+    runs = tmp_path / 'demo' / 'results' / 'det'
+    assert all((runs / f'{k}_seed0.json').exists() for k in keys)
+    assert not list(runs.glob('*.claim'))
+    assert (tmp_path / 'demo' / 'demo.png').exists()
