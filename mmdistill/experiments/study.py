@@ -116,7 +116,7 @@ SHARE_HELD_OUT = 500
 
 
 #: the shares tried on the held-out split of the training images (``det_share`` track)
-SHARES = (0.1, 0.25, 0.5, 1.0)
+SHARES = (0.1, 0.3, 1.0)
 
 
 # ---------------------------------------------------------------------------------- tracks
