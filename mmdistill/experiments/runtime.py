@@ -164,7 +164,9 @@ def save_init(model: dict, scope: str, path: str, seed: int = 0) -> str:
         net = registry.build(model)
     net.init_weights()
     os.makedirs(osp.dirname(path) or '.', exist_ok=True)
-    torch.save({'state_dict': net.state_dict()}, path)
+    tmp = f'{path}.{os.getpid()}.tmp'  # whole or absent: processes of a study share it
+    torch.save({'state_dict': net.state_dict()}, tmp)
+    os.replace(tmp, path)
     return path
 
 
