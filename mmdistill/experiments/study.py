@@ -104,9 +104,9 @@ def balanced(losses: dict, share: float, iters: int = 20) -> dict:
             for name, cfg in copy.deepcopy(losses).items()}
 
 
-#: the gradient share of the balanced rows (``auto_weight``), chosen on a split of the
-#: training images before any method was measured on the validation images (README)
-DET_SHARE = 0.25
+#: the gradient share of the balanced rows (``auto_weight``): the best of SHARES on the
+#: ``det_share`` track (held-out training images), before any method ran on the val images
+DET_SHARE = 1.0
 #: the detection setting: student widths, schedules and set sizes chosen from the teacher's and
 #: the student alone's learning curves on training images (README, "How the setting was chosen")
 DET = dict(teacher_width=32, student_width=8, fpn=64, n_train=8000, n_val=500,
