@@ -46,7 +46,7 @@ def test_quick_tutorial_track(tmp_path):
     from tools.analysis.distill_study import main
     work = str(tmp_path / 'study')
     main(['--quick', '--tracks', 'tutorial', '--seeds', '0', '--work-dir', work])
-    with open(osp.join(work, 'study.json')) as f:
+    with open(osp.join(work, 'results', 'study.json')) as f:
         (track, ) = json.load(f)['tracks']
     assert [r['key'] for r in track['rows']] == ['alone', 'kd', 'cosine', 'regressor']
     for row in track['rows'][1:]:
