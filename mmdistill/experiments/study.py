@@ -445,7 +445,7 @@ def run_tag(track: Track, method: Method) -> str:
 
 def run_one(track: Track, key: str, seed: int, work_dir: str, results_dir: str,
             init_ckpt: str, teacher_ckpt: str | None, curve: bool = False,
-            reuse: bool = False) -> dict | None:
+            reuse: bool = False, gather: bool = False) -> dict | None:
     """Train and test one (method, seed) run; return its metric, time, curve and balance, also
     written to ``<results_dir>/<key>[_<precision>]_seed<seed>.json`` (a small file to commit).
     With ``reuse`` a run whose result file exists is read back; None: another process has
@@ -453,8 +453,10 @@ def run_one(track: Track, key: str, seed: int, work_dir: str, results_dir: str,
     method = track.methods[key]
     name = f'{key}{run_tag(track, method)}_seed{seed}'
     result_file = osp.join(results_dir, f'{name}.json')
-    if reuse and osp.exists(result_file):
+    if (reuse or gather) and osp.exists(result_file):
         return _read_json(result_file)
+    if gather:
+        return None
     with claimed(result_file) as mine:
         if not mine:
             return None
@@ -543,7 +545,8 @@ def train_teacher(track: Track, name: str, work_dir: str, results_dir: str,
 
 
 def run_track(track: Track, work_dir: str, seeds: list[int], methods: list[str] | None = None,
-              reuse: bool = False, results_dir: str | None = None) -> dict:
+              reuse: bool = False, results_dir: str | None = None,
+              gather: bool = False) -> dict:
     """Train the teachers, then every method for every seed; return the track's results.
 
     Each finished run is a small file in ``<results_dir>/<track>/`` (default: under
@@ -569,19 +572,20 @@ def run_track(track: Track, work_dir: str, seeds: list[int], methods: list[str] 
         t_work = osp.join(osp.dirname(work_dir), track.teacher_track) if shared else work_dir
         t_results = osp.join(osp.dirname(results_dir), track.teacher_track) if shared \
             else results_dir
-        if name in needed:
+        if name in needed and not gather:
             teachers[name] = train_teacher(track, name, t_work, t_results, reuse)
         elif _read_json(osp.join(t_results, f'{name}.json')) is not None:  # shown if trained
             teachers[name] = _read_json(osp.join(t_results, f'{name}.json'))
     runs: dict[str, dict[int, dict]] = {k: {} for k in keys}
     for seed in seeds:
         init = osp.join(work_dir, f'student_init_seed{seed}.pth')
-        if not osp.exists(init):
+        if not osp.exists(init) and not gather:
             save_init(track.student(), track.scope, init, seed)
         for key in keys:
-            teacher = None if key == 'alone' else teachers[track.methods[key].teacher]['ckpt']
+            teacher = None if key == 'alone' or gather else \
+                teachers[track.methods[key].teacher]['ckpt']
             result = run_one(track, key, seed, work_dir, results_dir, init, teacher,
-                             curve=key == 'alone', reuse=reuse)
+                             curve=key == 'alone', reuse=reuse, gather=gather)
             if result is not None:
                 runs[key][seed] = result
     title = track.title if track.precision == 'fp32' else f'{track.title} [{track.precision}]'

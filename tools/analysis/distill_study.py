@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--reuse', action='store_true',
                         help='read back the runs (and teachers) already in --results-dir')
+    parser.add_argument('--gather', action='store_true',
+                        help='train nothing: summarise the finished runs in --results-dir')
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--precision', default='fp32', choices=['fp32', 'fast-teacher', 'amp'],
                         help='students with the bf16 channels-last teacher, or that and bf16 '
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
         track = builders[name]()
         track.precision = args.precision
         tracks.append(run_track(track, args.work_dir, args.seeds,
-                                track_methods(args.methods, name), args.reuse, results_dir))
+                                track_methods(args.methods, name), args.reuse, results_dir,
+                                args.gather))
     for track in tracks:
         if track['name'] == 'det_share':
             share, means = chosen_share(track)
