@@ -103,6 +103,11 @@ def test_quick_study_writes_json_markdown_and_chart(tmp_path):
     assert '| + PKD + inherit (balanced, share' in md and 'inherit only' in md
     with open(osp.join(work, 'results', 'study.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    # --gather summarises the finished runs and trains nothing (a missing seed stays missing)
+    gathered = main(args[:4] + ['2'] + args[4:] + ['--gather'])
+    assert [r['values'] for r in gathered['tracks'][0]['rows']] == \
+        [r['values'] for r in results['tracks'][0]['rows']]
+    assert not osp.exists(osp.join(work, 'results', 'det', 'alone_seed2.json'))
     # --reuse gathers the finished runs without training again
     again = main(args + ['--reuse'])
     assert again['seconds'] < results['seconds']
