@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from mmengine.config import ConfigDict
-from mmengine.logging import print_log
+from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope, Registry
 from torch import nn
@@ -279,7 +279,6 @@ class BaseDistiller(BaseModel):
             auto.update(task_norm[0], grad_norm(loss, params))
         weight = float(auto.weight)
         if self.training:
-            from mmengine.logging import MessageHub
             MessageHub.get_current_instance().update_scalar(f'train/auto_weight_{name}', weight)
         return weight
 

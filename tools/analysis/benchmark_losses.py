@@ -36,7 +36,6 @@ import datetime
 import functools
 import os
 import os.path as osp
-import platform
 import statistics
 import sys
 import time
@@ -51,6 +50,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from mmdistill.engine.allocator import keep_freed_memory  # noqa: E402
+from mmdistill.engine.machine import cpu_model  # noqa: E402
 from mmdistill.losses.at import ATLoss  # noqa: E402
 from mmdistill.losses.cwd import CWDLoss  # noqa: E402
 from mmdistill.losses.fgd import FGDLoss  # noqa: E402
@@ -167,15 +167,7 @@ CASES = [
 
 # ------------------------------------------------------------------------------------------------
 def machine_line(device: torch.device) -> str:
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    cpu = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -148,6 +147,7 @@ def main() -> None:
 
     import mmdistill  # noqa: F401
     from mmdistill.engine.allocator import heap_in_use, keep_freed_memory
+    from mmdistill.engine.machine import cpu_model
     kept = args.device == 'cpu' and args.keep_freed_memory and keep_freed_memory()
     if kept and heap_in_use() is not None:
         PeakMemory.sample = staticmethod(heap_in_use)
@@ -247,12 +247,7 @@ def main() -> None:
             mems[key] = [_timed(fn, args.device)[1]]
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     peak = {k: max(v) / 2**20 for k, v in mems.items()}
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     device = torch.cuda.get_device_name() if args.device == 'cuda' else \
         f'{cpu}, {torch.get_num_threads()} threads'
     mem_kind = ('CUDA max allocated' if args.device == 'cuda' else
