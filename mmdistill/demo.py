@@ -1,9 +1,9 @@
 """The embedded demo: one seed of the study's detection track, beside the study's five.
 
-It writes the synthetic shapes set (:func:`mmdistill.datasets.make_shapes_coco`), takes the
-track's teacher from the study's results (``docs/study/det``: trained once, committed), and trains
-the narrow student from the seed's initial weights: alone, inheriting the teacher's FPN and head
-(``init_student``) with no loss, and with each method the study found to help (the lower end of
+It writes the synthetic shapes set (:func:`mmdistill.datasets.make_shapes_coco`), trains the
+track's teacher once (kept in the work dir for later runs), and trains the narrow student from
+the seed's initial weights: alone, inheriting the teacher's FPN and head (``init_student``)
+with no loss, and with each method the study found to help (the lower end of
 its 95 % interval above 0); when none does, the method with the best mean, and it says so. Two
 worker processes share the runs (one per core). It prints the demo's mAP and paired gain beside
 the study's 5-seed mean and interval, and writes ``demo.png``.
@@ -11,9 +11,7 @@ the study's 5-seed mean and interval, and writes ``demo.png``.
 from __future__ import annotations
 
 import json
-import os
 import os.path as osp
-import shutil
 import subprocess
 import sys
 
@@ -54,13 +52,7 @@ def demo_methods(rows: list[dict]) -> tuple[list[str], str]:
                            f'above 0. Shown: the best mean, {best["label"]}.')
 
 
-def _take_teacher(results_dir: str) -> None:
-    """Copy the study's trained teacher (result and weights) into the demo's results."""
-    os.makedirs(osp.join(results_dir, 'det'), exist_ok=True)
-    for name in ('teacher.json', 'teacher.pth'):
-        src, dst = osp.join(STUDY, 'det', name), osp.join(results_dir, 'det', name)
-        if osp.exists(src) and not osp.exists(dst):
-            shutil.copy(src, dst)
+
 
 
 def compare_line(demo: dict, study: dict | None) -> str:
@@ -83,8 +75,6 @@ def run_demo(work_dir: str = 'work_dirs/demo', seed: int = 0, workers: int = 2,
     ``quick``: the track's smoke-test sizes and its own teacher (tests; numbers mean nothing)."""
     rows = study_rows()
     methods, why = demo_methods(rows)
-    if not quick:
-        _take_teacher(osp.join(work_dir, 'results'))
     track = detection_track(osp.join(work_dir, 'det'), quick)
     print(f'[demo] {track.setting}', flush=True)
     track.prepare(None)  # the data set, before the workers read it

@@ -510,12 +510,13 @@ def _train_one(track: Track, method: Method, key: str, seed: int, run_dir: str,
 
 def train_teacher(track: Track, name: str, work_dir: str, results_dir: str,
                   reuse: bool = False, wait: float = 30.0) -> dict:
-    """Train teacher ``name`` once, with its learning curve on training images; its result and
-    weights (``<results_dir>/<name>.json``, ``<name>.pth``) are kept for every later run and
-    machine. A teacher another process is training is waited for."""
+    """Train teacher ``name`` once, with its learning curve on training images; its result
+    (``<results_dir>/<name>.json``, committed) and weights (``<work_dir>/<name>.pth``: weights
+    stay out of the repository) are kept for every later run. A machine without the weights
+    trains the teacher again (seed 0). A teacher another process is training is waited for."""
     import torch
     result_file = osp.join(results_dir, f'{name}.json')
-    ckpt = osp.join(results_dir, f'{name}.pth')
+    ckpt = osp.join(work_dir, f'{name}.pth')
     while True:
         if reuse and osp.exists(result_file) and osp.exists(ckpt):
             return dict(_read_json(result_file), ckpt=ckpt)

@@ -94,10 +94,13 @@ def test_quick_study_writes_json_markdown_and_chart(tmp_path):
     det = {r['key']: r for r in tracks['det']['rows']}
     assert det['pkd_inherit_auto']['auto_weights']['pkd'] > 0  # measured, from the checkpoint
     assert 'auto_weights' not in det['fgd_inherit']
-    # each run is a small file of the results dir, the teacher's weights beside them
+    # each run is a small file of the results dir, the teacher's result beside them; its
+    # weights stay in the work dir
     runs = osp.join(work, 'results', 'det')
     assert osp.exists(osp.join(runs, 'pkd_inherit_auto_seed1.json'))
-    assert osp.exists(osp.join(runs, 'teacher.pth'))
+    assert osp.exists(osp.join(runs, 'teacher.json'))
+    assert osp.exists(osp.join(work, 'det', 'teacher.pth'))
+    assert not osp.exists(osp.join(runs, 'teacher.pth'))
     md = open(osp.join(work, 'results', 'study.md')).read()
     assert 'python3 tools/analysis/distill_study.py --quick' in md
     assert '| + PKD + inherit (balanced, share' in md and 'inherit only' in md
