@@ -13,8 +13,8 @@ Tracks: ``det`` (RetinaNet on the synthetic shapes set, written on the fly), ``s
 Each finished run is a small JSON file in ``--results-dir`` (``<track>/<key>_seed<s>.json``;
 default ``docs/study``, ``<work-dir>/results`` with ``--quick``), beside each track's teacher
 (result and learning curve; its weights stay in the work dir, a machine without them trains
-it again): commit them, and ``--reuse`` resumes the study on any machine. Two processes started with the same command (``--reuse``, one per core) share the runs
-(each claims a run before training it); a last call with ``--reuse`` gathers ``study.json``,
+it again): commit them, and ``--reuse`` resumes the study on any machine. Two processes
+started with the same command (``--reuse``, one per core) share the runs (each claims a run before training it); a last call with ``--reuse`` gathers ``study.json``,
 ``study.md`` and ``study.png`` into the results dir. ``--quick`` is the CI smoke test (tiny
 sizes, a few iterations: its numbers mean nothing). See :mod:`mmdistill.experiments.study`.
 """
