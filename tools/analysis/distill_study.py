@@ -14,7 +14,8 @@ Each finished run is a small JSON file in ``--results-dir`` (``<track>/<key>_see
 default ``docs/study``, ``<work-dir>/results`` with ``--quick``), beside each track's teacher
 (result and learning curve; its weights stay in the work dir, a machine without them trains
 it again): commit them, and ``--reuse`` resumes the study on any machine. Two processes
-started with the same command (``--reuse``, one per core) share the runs (each claims a run before training it); a last call with ``--reuse`` gathers ``study.json``,
+started with the same command (``--reuse``, one per core) share the runs (each claims a run
+before training it); a last call with ``--gather`` (or ``--reuse``) writes ``study.json``,
 ``study.md`` and ``study.png`` into the results dir. ``--quick`` is the CI smoke test (tiny
 sizes, a few iterations: its numbers mean nothing). See :mod:`mmdistill.experiments.study`.
 """
