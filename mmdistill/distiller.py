@@ -8,7 +8,7 @@ loss inputs it can give (boxes, labels, ...), and dummy data samples for the bui
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -19,12 +19,10 @@ from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope, Registry
 from torch import nn
 
-from .analysis import grad_norm, loss_balance, sum_losses
+from .analysis import grad_norm, sum_losses
 from .auto_weight import AutoWeight
-from .entries import (LossEntry, build_loss_modules, check_extra_inputs, check_region_logits,
-                      check_tapped_inputs, parse_entry, resize_pair, resolve_teacher_name,
-                      zero_loss)
-from .losses.base import DistillLoss
+from .entries import (LossEntry, build_loss_modules, check_entry, parse_entry, resize_pair,
+                      resolve_teacher_name, zero_loss)
 from .recorder import FeatureRecorder, Tap, run_recorded, run_to_scope, scope_of
 from .teacher import (Teacher, check_autocast, inherit_weights, is_ema, load_teacher_state,
                       save_teacher_state, teacher_specs)
@@ -76,10 +74,6 @@ class BaseDistiller(BaseModel):
     logit_layers: tuple[str, ...] = ()
     #: extra loss inputs read from student taps, ``((input name, tap), ...)`` (OFA's logits).
     extra_taps: tuple[tuple[str, str], ...] = ()
-    #: whether the wrapper gives per-region logits to losses that declare ``region_scales``.
-    gives_region_logits: bool = False
-    #: wrapper-specific keys of a loss entry, kept out of the loss's arguments.
-    entry_options: tuple[str, ...] = ()
     #: (H, W) of the build-time dry-run input when the config gives none.
     default_dry_run_shape: tuple[int, int] = (128, 128)
 
@@ -108,22 +102,20 @@ class BaseDistiller(BaseModel):
         self.auto_weights = nn.ModuleDict()
         #: the teachers by name (``'teacher'`` for ``model.teacher``); not submodules
         self.frozen_teachers: dict[str, Teacher] = {}
-        #: set by :class:`~mmdistill.hooks.DistillBalanceHook`: 'ratios' or 'grads' for the
-        #: next step, whose statistics land in ``balance_stats``.
-        self.balance_request: str | None = None
-        self.balance_stats: dict[str, float] | None = None
+        #: called in every :meth:`loss` with the student's losses and the weighted distillation
+        #: losses, before they are summed (e.g. DistillBalanceHook's measurement)
+        self.loss_observers: list[Callable[[dict, dict], None]] = []
         self._register_state_dict_hook(save_teacher_state)
         self._register_load_state_dict_pre_hook(load_teacher_state, with_module=True)
         if skip_teacher:
             return
         specs = teacher_specs(teacher, teachers)
-        self.entries = [parse_entry(name, cfg, self.entry_options)
-                        for name, cfg in (distill_losses or {}).items()]
+        self.entries = [parse_entry(name, cfg) for name, cfg in (distill_losses or {}).items()]
         for entry in self.entries:
             resolve_teacher_name(entry, list(specs))
             if entry.auto_weight is not None:
                 self.auto_weights[entry.name] = AutoWeight(
-                    **entry.auto_weight, key=entry.key, base_weight=entry.configured_weight)
+                    **entry.auto_weight, key=entry.key, base_weight=entry.weight)
         if init_student and (len(specs) > 1 or is_ema(next(iter(specs.values()))[1])):
             raise ValueError('model.init_student copies the weights of one trained teacher '
                              '(model.teacher=dict(config=..., checkpoint=...))')
@@ -196,19 +188,14 @@ class BaseDistiller(BaseModel):
                     print_log(f'{wrapper}: the models change the outputs of taps {copied} in '
                               'place after they are recorded; recording copies of them',
                               logger='current')
+                feats = {entry.name: self._entry_feats(entry) for entry in self.entries}
                 for entry in self.entries:
-                    check_extra_inputs(entry, self.provided_inputs, wrapper)
-                    feats_s, feats_t = self._entry_feats(entry)
-                    modules = build_loss_modules(entry, feats_s, feats_t, self.logit_layers,
-                                                 self.teacher_of(entry).model)
-                    self.distill_losses[entry.name] = modules
-                    if isinstance(modules[0], DistillLoss):  # it may need more than its class
-                        entry.extra_inputs = tuple(modules[0].extra_inputs)
-                        check_tapped_inputs(entry, tuple(dict(self.extra_taps)),
-                                            set(self._extra_taps))
-                    check_region_logits(entry, modules[0], self.gives_region_logits, wrapper)
-                    check_extra_inputs(entry, self.provided_inputs, wrapper)
-                    self._check_entry(entry, list(modules), feats_s, feats_t)
+                    models = dict(student=self.student, teacher=self.teacher_of(entry).model)
+                    self.distill_losses[entry.name] = build_loss_modules(
+                        entry, *feats[entry.name], self.logit_layers, models)
+                for entry in self.entries:
+                    check_entry(entry, self.distill_losses[entry.name], *feats[entry.name],
+                                self.provided_inputs, wrapper)
                 for name, teacher in self.frozen_teachers.items():
                     teacher.keep_only(t for e in self.entries if e.teacher_name == name
                                       for t in e.teacher_taps)
@@ -221,13 +208,6 @@ class BaseDistiller(BaseModel):
         return ([f for t in entry.student_taps
                  for f in self._student_rec.get(t, entry.key + '.student')],
                 [f for t in entry.teacher_taps for f in teacher_rec.get(t, entry.key + '.teacher')])
-
-    def _check_entry(self, entry: LossEntry, modules: list, feats_s: list, feats_t: list) -> None:
-        """Wrapper-specific build-time checks of an entry's tapped tensors (dry run)."""
-
-    def _prepare(self, entry: LossEntry, module: nn.Module, fs: Any, ft: Any) -> tuple:
-        """Turn the recorded tensors into the loss inputs (resize by the entry's option)."""
-        return (fs, ft) if entry.all_levels else resize_pair(fs, ft, entry.resize)
 
     # ------------------------------------------------------------------ run
     def compute_distill_losses(self, data_samples: list | None,
@@ -257,7 +237,8 @@ class BaseDistiller(BaseModel):
                      if entry.all_levels else list(zip(feats_s, feats_t)))
             total = 0.
             for module, (fs, ft) in zip(modules, pairs):
-                fs, ft = self._prepare(entry, module, fs, ft)
+                if not entry.all_levels:
+                    fs, ft = resize_pair(fs, ft, entry.resize)
                 ft = ft.detach() if isinstance(ft, torch.Tensor) else [f.detach() for f in ft]
                 with self.teacher_of(entry).recorder.paused():  # a loss may run teacher modules
                     total = total + module(fs, ft, **kwargs)
@@ -311,10 +292,8 @@ class BaseDistiller(BaseModel):
         clash = set(losses) & set(distill)
         if clash:
             raise KeyError(f'distillation loss names {sorted(clash)} clash with the student\'s')
-        if self.balance_request is not None:
-            self.balance_stats = loss_balance(losses, distill, self.student.parameters(),
-                                              grads=self.balance_request == 'grads')
-            self.balance_request = None
+        for observe in self.loss_observers:
+            observe(losses, distill)
         losses.update(distill)
         return losses
 

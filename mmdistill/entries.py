@@ -1,8 +1,9 @@
-"""Loss entries: the parsed ``distill_losses`` of a config, their build-time checks, and the
-loss modules built from the tapped tensors of the dry run.
+"""Loss entries: the parsed ``distill_losses`` of a config, the loss modules built from the
+tapped tensors of the dry run, and the build-time checks of both.
 
-Each check is a function named for what it checks and raises with the config key named; the
-wrappers call them through :func:`build_loss_modules`.
+:func:`parse_entry` checks what the config alone decides; :func:`build_loss_modules` builds an
+entry's modules; :func:`check_entry` checks the built entry against the wrapper and the tapped
+tensors. Each check raises with the config key named.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .auto_weight import check_auto_weight
-from .losses.base import DistillLoss, TeacherModules, contract
+from .losses.base import DistillLoss, ModelModules, contract
 from .recorder import Tap, find_module
 from .registry import DISTILL_LOSSES
 from .schedule import WeightSchedule
@@ -41,9 +42,7 @@ class LossEntry:
     weight: float
     resize: str | None
     loss_cls: type
-    extra_inputs: tuple[str, ...] = ()
     cfg: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
     schedule: WeightSchedule | None = None
     teacher_name: str | None = None
     auto_weight: dict | None = None
@@ -54,16 +53,13 @@ class LossEntry:
         return contract(self.loss_cls).takes_all_levels
 
     @property
-    def loss_kwargs(self) -> dict:
-        return {k: v for k, v in self.cfg.items() if k != 'type'}
+    def extra_inputs(self) -> tuple[str, ...]:
+        """The keyword inputs the loss takes beyond the tapped tensors (its class declares them)."""
+        return tuple(contract(self.loss_cls).extra_inputs)
 
     @property
-    def configured_weight(self) -> float:
-        """The loss weight of the config, whether the wrapper or the loss applies it."""
-        if not contract(self.loss_cls).owns_weight:
-            return self.weight
-        default = inspect.signature(self.loss_cls.__init__).parameters['loss_weight'].default
-        return float(self.cfg.get('loss_weight', default))
+    def loss_kwargs(self) -> dict:
+        return {k: v for k, v in self.cfg.items() if k != 'type'}
 
     def factor(self) -> float:
         """This step's multiplier of the entry's weight (its ``weight_schedule``)."""
@@ -74,8 +70,8 @@ def _as_list(spec: Any) -> list:
     return list(spec) if isinstance(spec, (list, tuple)) else [spec]
 
 
-def parse_entry(name: str, cfg: Any, options: tuple[str, ...] = ()) -> LossEntry:
-    """Parse ``model.distill_losses.<name>``; ``options`` are wrapper keys kept from the loss."""
+def parse_entry(name: str, cfg: Any) -> LossEntry:
+    """Parse ``model.distill_losses.<name>``: the wrapper's keys out, the loss's left in ``cfg``."""
     key = f'model.distill_losses.{name}'
     if not isinstance(cfg, dict) or 'type' not in cfg:
         raise ValueError(f'{key}: expected dict(type=..., student=..., teacher=...), got {cfg!r}')
@@ -99,18 +95,13 @@ def parse_entry(name: str, cfg: Any, options: tuple[str, ...] = ()) -> LossEntry
     auto_weight = cfg.pop('auto_weight', None)
     if auto_weight is not None:
         auto_weight = check_auto_weight(auto_weight, f'{key}.auto_weight')
-    entry_options = {k: cfg.pop(k) for k in options if k in cfg}
     teacher_name = cfg.pop('teacher_name', None)
-    declared = contract(loss_cls)
-    takes_weight = 'loss_weight' in inspect.signature(loss_cls.__init__).parameters
-    if declared is loss_cls and takes_weight != declared.owns_weight:
-        takes = 'takes' if takes_weight else 'does not take'
-        raise TypeError(f'{key}.type: {loss_cls.__name__} {takes} loss_weight but declares '
-                        f'owns_weight = {declared.owns_weight}')
-    weight = 1.0 if declared.owns_weight else float(cfg.pop('loss_weight', 1.0))
-    return LossEntry(name, key, student_taps, teacher_taps, weight, resize, loss_cls,
-                     tuple(declared.extra_inputs), cfg, entry_options, schedule, teacher_name,
-                     auto_weight)
+    if 'loss_weight' in inspect.signature(loss_cls.__init__).parameters:
+        raise TypeError(f'{key}.type: {loss_cls.__name__} takes loss_weight, which the wrapper '
+                        'applies to every loss: remove it from the loss\'s __init__')
+    weight = float(cfg.pop('loss_weight', 1.0))
+    return LossEntry(name, key, student_taps, teacher_taps, weight, resize, loss_cls, cfg,
+                     schedule, teacher_name, auto_weight)
 
 
 def resolve_teacher_name(entry: LossEntry, names: list[str]) -> None:
@@ -132,24 +123,6 @@ def check_extra_inputs(entry: LossEntry, provided: tuple[str, ...], wrapper: str
     if missing:
         raise ValueError(f'{entry.key}: {entry.cfg["type"]} needs {missing}, which {wrapper} '
                          f'cannot give (it gives {list(provided)})')
-
-
-def check_tapped_inputs(entry: LossEntry, tapped: tuple[str, ...], recorded: set[str]) -> None:
-    """An input the wrapper reads from a student tap must be declared on the class: the taps
-    are set up from the class declarations before the loss modules exist."""
-    late = [x for x in entry.extra_inputs if x in tapped and x not in recorded]
-    if late:
-        raise ValueError(f'{entry.key}: {entry.cfg["type"]} asks for {late} only on the '
-                         'instance; declare them in the class attribute extra_inputs, so '
-                         'that the wrapper records them')
-
-
-def check_region_logits(entry: LossEntry, module: nn.Module, gives: bool, wrapper: str) -> None:
-    scales = module.region_scales if isinstance(module, DistillLoss) else None
-    if scales is not None and not gives:
-        raise ValueError(f'{entry.key}: {entry.cfg["type"]} takes per-region logits '
-                         f'(region_scales {scales}), which only DistillClassifier gives, not '
-                         f'{wrapper}')
 
 
 def check_level_pairing(entry: LossEntry, feats_s: list, feats_t: list) -> None:
@@ -184,14 +157,14 @@ def resolve_channels(entry: LossEntry, where: str, cs: int | None, ct: int | Non
         elif (given_s, given_t) != (cs, ct):
             raise ValueError(f'{where}: {s_arg}={given_s}, {t_arg}={given_t} in the config, but '
                              f'the taps give {cs} (student) and {ct} (teacher) channels')
-    elif declared.match_channels and cs != ct:
+    elif declared.same_shape and cs != ct:
         raise ValueError(f'{where}: student tap gives {cs} channels and teacher tap {ct}; '
                          f'{entry.cfg["type"]} needs them equal')
     return cfg
 
 
 def check_spatial_size(entry: LossEntry, where: str, fs: torch.Tensor, ft: torch.Tensor) -> None:
-    if fs.dim() == 4 and contract(entry.loss_cls).match_spatial \
+    if fs.dim() == 4 and contract(entry.loss_cls).same_shape \
             and fs.shape[2:] != ft.shape[2:] and entry.resize is None:
         raise ValueError(
             f'{where}: student map {tuple(fs.shape[2:])} and teacher map {tuple(ft.shape[2:])} '
@@ -199,20 +172,52 @@ def check_spatial_size(entry: LossEntry, where: str, fs: torch.Tensor, ft: torch
             "or 'student_to_teacher'")
 
 
+def check_taps(entry: LossEntry, module: nn.Module, feats_s: list, feats_t: list) -> None:
+    """The loss's own build-time check of the dry-run tensors (:meth:`DistillLoss.check_taps`),
+    its message prefixed with the entry's key."""
+    if isinstance(module, DistillLoss):
+        try:
+            module.check_taps(feats_s, feats_t)
+        except ValueError as err:
+            raise ValueError(f'{entry.key}.{err}') from err
+
+
+def check_entry(entry: LossEntry, modules: nn.ModuleList, feats_s: list, feats_t: list,
+                provided: tuple[str, ...], wrapper: str) -> None:
+    """Every build-time check of a built entry: the inputs the wrapper gives, the tensors'
+    shapes (per level) and the loss's own check."""
+    check_extra_inputs(entry, provided, wrapper)
+    if not entry.all_levels:
+        for level, (fs, ft) in enumerate(zip(feats_s, feats_t)):
+            where = f'{entry.key} (level {level})' if len(feats_s) > 1 else entry.key
+            check_spatial_size(entry, where, fs, ft)
+    check_taps(entry, modules[0], feats_s, feats_t)
+
+
 # ---------------------------------------------------------------------------------- build
-def resolve_teacher_modules(entry: LossEntry, cfg: dict, teacher: nn.Module | None) -> dict:
-    """Replace the module paths of the loss's ``teacher_module_args`` in ``cfg`` by
-    :class:`TeacherModules` of the teacher (a missing path raises with the candidates)."""
-    for arg in contract(entry.loss_cls).teacher_module_args:
-        paths = cfg.get(arg)
-        if paths is None or isinstance(paths, TeacherModules):
+def _resolved(value: Any) -> bool:
+    return isinstance(value, ModelModules) or isinstance(value, tuple) and bool(value) and all(
+        isinstance(v, ModelModules) for v in value)
+
+
+def resolve_module_args(entry: LossEntry, cfg: dict, models: dict[str, nn.Module]) -> dict:
+    """Replace the module paths of the loss's ``module_args`` in ``cfg`` (or their default in
+    the loss's signature) by :class:`ModelModules` of the models they name (``models``:
+    ``{'student': ..., 'teacher': ...}``); a missing path raises with the candidates."""
+    params = inspect.signature(entry.loss_cls.__init__).parameters
+    for arg, owners in contract(entry.loss_cls).module_args.items():
+        default = params[arg].default if arg in params else None
+        value = cfg.get(arg, None if default is inspect.Parameter.empty else default)
+        if value is None or _resolved(value):
             continue
-        paths = [paths] if isinstance(paths, str) else list(paths)
-        if teacher is None or not all(isinstance(p, str) for p in paths):
-            raise ValueError(f'{entry.key}.{arg}: expected a list of teacher module paths, '
-                             f'got {cfg[arg]!r}')
-        cfg[arg] = TeacherModules(
-            [find_module(teacher, p, f'{entry.key}.{arg}', 'teacher') for p in paths], paths)
+        paths = [value] if isinstance(value, str) else list(value)
+        if not all(isinstance(p, str) for p in paths):
+            raise ValueError(f'{entry.key}.{arg}: expected a list of module paths, got {value!r}')
+        resolved = tuple(
+            ModelModules([find_module(models[owner], p, f'{entry.key}.{arg}', owner)
+                          for p in paths], paths)
+            for owner in ((owners, ) if isinstance(owners, str) else owners))
+        cfg[arg] = resolved[0] if isinstance(owners, str) else resolved
     return cfg
 
 
@@ -225,11 +230,12 @@ def make_loss(entry: LossEntry, cfg: dict, where: str) -> nn.Module:
 
 def build_loss_modules(entry: LossEntry, feats_s: list, feats_t: list,
                        logit_layers: tuple[str, ...],
-                       teacher: nn.Module | None = None) -> nn.ModuleList:
-    """One loss module per level (one for an all-levels loss), checked on the dry-run tensors;
-    ``teacher`` resolves the modules a loss names (``teacher_module_args``)."""
+                       models: dict[str, nn.Module]) -> nn.ModuleList:
+    """One loss module per level (one for an all-levels loss) from the dry-run tensors: the
+    channel arguments filled, the modules a loss names (``module_args``) resolved in
+    ``models`` (``{'student': ..., 'teacher': ...}``)."""
     if entry.all_levels:
-        cfg = resolve_teacher_modules(entry, entry.loss_kwargs, teacher)
+        cfg = resolve_module_args(entry, entry.loss_kwargs, models)
         return nn.ModuleList([make_loss(entry, cfg, entry.key)])
     check_level_pairing(entry, feats_s, feats_t)
     modules = []
@@ -238,8 +244,7 @@ def build_loss_modules(entry: LossEntry, feats_s: list, feats_t: list,
         cs = fs.shape[1] if fs.dim() > 1 else None
         ct = ft.shape[1] if ft.dim() > 1 else None
         check_logit_classes(entry, where, cs, ct, logit_layers)
-        cfg = resolve_teacher_modules(entry, resolve_channels(entry, where, cs, ct), teacher)
-        check_spatial_size(entry, where, fs, ft)
+        cfg = resolve_module_args(entry, resolve_channels(entry, where, cs, ct), models)
         modules.append(make_loss(entry, cfg, where))
     return nn.ModuleList(modules)
 

@@ -115,8 +115,8 @@ def test_weight_equals_share_times_independent_norm_ratio(teacher_ckpt):
 
 
 def test_a_loss_times_c_gets_weight_over_c_and_the_same_weighted_loss(teacher_ckpt):
-    """KD with loss_weight 1 and 8 (applied by the wrapper), and CosineLoss (which applies its
-    own loss_weight) with 1 and 8: same weighted losses, weights in ratio 1/8."""
+    """KD and CosineLoss, each with loss_weight 1 and 8: same weighted losses, weights in
+    ratio 1/8."""
     auto = dict(share=0.5, iters=1)
     cases = [(dict(KD, auto_weight=auto), dict(KD, loss_weight=8.0, auto_weight=auto)),
              (dict(type='CosineLoss', student='head', teacher='head', auto_weight=auto),

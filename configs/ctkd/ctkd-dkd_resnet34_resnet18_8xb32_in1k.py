@@ -33,7 +33,6 @@ model = dict(
             t_end=20.0,
             alpha=1.0,
             beta=0.5,
-            warmup=0,
             loss_weight=1.0)))
 del student
 

@@ -30,5 +30,6 @@ model = dict(
             alpha=1.0,
             beta=0.5,
             temperature=1.0,
-            warmup=1)))  # epochs (the runner's epoch, counted from 1)
+            # DKD's warm-up: min(epoch / 1, 1), epochs counted from 1
+            weight_schedule=dict(warmup=1, by_epoch=True))))
 del student

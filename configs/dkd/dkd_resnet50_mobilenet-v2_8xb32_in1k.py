@@ -32,7 +32,7 @@ model = dict(
             alpha=1.0,
             beta=2.0,
             temperature=1.0,
-            warmup=1)))
+            weight_schedule=dict(warmup=1, by_epoch=True))))  # DKD's warm-up, 1 epoch
 del student
 
 # the official DKD ImageNet schedule (mdistiller)

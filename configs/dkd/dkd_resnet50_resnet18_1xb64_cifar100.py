@@ -35,7 +35,7 @@ model = dict(
             alpha=1.0,
             beta=8.0,
             temperature=4.0,
-            warmup=20)))
+            weight_schedule=dict(warmup=20, by_epoch=True))))  # DKD's warm-up, 20 epochs
 del student
 
 # the official CIFAR-100 schedule (mdistiller): 240 epochs, batch 64, lr 0.05

@@ -8,6 +8,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from ..analysis import loss_balance
 from ..distiller import distiller_of
 
 
@@ -35,21 +36,32 @@ class DistillBalanceHook(Hook):
         self.interval = interval
         self.grad_interval = grad_interval
         self.out_file = out_file
+        self._measure: str | None = None  # 'ratios' or 'grads' while a step measures
+        self._stats: dict[str, float] | None = None  # what it measured
+
+    def before_train(self, runner) -> None:
+        model = distiller_of(runner.model)
+        if model is not None:
+            model.loss_observers.append(self._observe)
+            self._params = model.student.parameters
+
+    def _observe(self, task_losses: dict, distill_losses: dict) -> None:
+        """The distiller's loss observer: measure the step :meth:`before_train_iter` chose."""
+        if self._measure is not None:
+            self._stats = loss_balance(task_losses, distill_losses, self._params(),
+                                       grads=self._measure == 'grads')
+            self._measure = None
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        model = distiller_of(runner.model)
-        if model is None:
-            return
         step = runner.iter + 1
         grads = self.grad_interval > 0 and (step % self.grad_interval == 0 or step == 1)
         if grads or step % self.interval == 0:
-            model.balance_request = 'grads' if grads else 'ratios'
+            self._measure = 'grads' if grads else 'ratios'
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        model = distiller_of(runner.model)
-        if model is None or model.balance_stats is None:
+        if self._stats is None:
             return
-        stats, model.balance_stats = model.balance_stats, None
+        stats, self._stats = self._stats, None
         for key, value in stats.items():
             runner.message_hub.update_scalar(f'train/{key}', value)
         if self.out_file and is_main_process():

@@ -6,7 +6,7 @@ https://github.com/szagoruyko/attention-transfer; this follows megvii-research/m
 ``single_stage_at_loss`` (one tap per loss entry)::
 
     at(F) = normalize(F.pow(p).mean(1).view(N, -1))          # L2-normalised attention map
-    loss  = loss_weight * mean((at(S) - at(T)) ** 2)
+    loss  = mean((at(S) - at(T)) ** 2)
 
 When the spatial sizes differ, the larger map is ``adaptive_avg_pool2d``-ed to the smaller one
 before the attention maps are taken.
@@ -77,7 +77,6 @@ class ATLoss(DistillLoss):
 
     Args:
         p: Power applied to the activations before the channel mean (paper, mdistiller: 2).
-        loss_weight: Weight of the loss (mdistiller ``AT.LOSS.FEAT_WEIGHT``: 1000).
         compiled: take the channel means and their gradient with compiled kernels (see
             :mod:`mmdistill.losses.compiled`): the same values, one pass over each map, compiled
             once on first use; the eager form where compiling is not possible.
@@ -92,14 +91,11 @@ class ATLoss(DistillLoss):
     dimension is pooled to the smaller of the two, which is the same for square maps.
     """
 
-    match_channels = False  # attention maps average over channels
-    match_spatial = False  # the larger map is pooled to the smaller
-    owns_weight = True
+    same_shape = False  # attention maps average over channels; the larger is pooled
 
-    def __init__(self, p: float = 2, loss_weight: float = 1.0, compiled: bool = False) -> None:
+    def __init__(self, p: float = 2, compiled: bool = False) -> None:
         super().__init__()
         self.p = p
-        self.loss_weight = loss_weight
         self.compiled = compiled
 
     def attention(self, feat: torch.Tensor) -> torch.Tensor:
@@ -115,7 +111,7 @@ class ATLoss(DistillLoss):
             preds_T: ``(N, Ct, Ht, Wt)`` teacher feature.
 
         Returns:
-            Scalar loss ``loss_weight * mean((at(S) - at(T)) ** 2)``.
+            Scalar loss ``mean((at(S) - at(T)) ** 2)``.
         """
         if preds_S.dim() != 4 or preds_T.dim() != 4 or preds_S.shape[0] != preds_T.shape[0]:
             raise ValueError('ATLoss needs (N, C, H, W) features with the same N, got student '
@@ -131,4 +127,4 @@ class ATLoss(DistillLoss):
         if tuple(preds_T.shape[2:]) != size:
             preds_T = F.adaptive_avg_pool2d(preds_T, size)
         diff = self.attention(preds_S) - self.attention(preds_T)
-        return self.loss_weight * diff.pow(2).mean()
+        return diff.pow(2).mean()

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from torch import nn
+from torch import Tensor, nn
 
 #: the extra inputs the wrappers can give, and what they are
 KNOWN_INPUTS = {
@@ -36,53 +36,56 @@ KNOWN_INPUTS = {
 class DistillLoss(nn.Module):
     """Base class of the distillation losses: declares how the wrappers call a loss.
 
-    Attributes (class level; a loss whose needs depend on its arguments may set
-    ``extra_inputs`` or ``region_scales`` on the instance in ``__init__``):
+    ``forward(preds_S, preds_T, **inputs)`` returns the unweighted scalar loss; the wrapper
+    multiplies it by the entry's ``loss_weight`` (and its ``weight_schedule``, ``auto_weight``).
+
+    Class attributes (read from the class, before any instance exists):
         extra_inputs: keyword inputs of ``forward`` beyond ``(preds_S, preds_T)``, names from
             :data:`KNOWN_INPUTS`; the build fails when the wrapper cannot give one.
         takes_all_levels: ``forward`` gets the lists of every tapped student and teacher tensor
             at once (one loss module per entry), instead of one pair per level.
         channel_args: names of the ``__init__`` arguments for the student's and the teacher's
             channels; the wrapper fills them from the taps (and checks them when given).
-        match_channels: without ``channel_args``, the two taps must have the same channels.
-        match_spatial: the maps must have the same H, W unless the entry sets ``resize``;
-            False for a loss that pools or resizes itself.
-        owns_weight: ``loss_weight`` is an ``__init__`` argument that the loss applies itself;
-            otherwise the wrapper multiplies the loss by the entry's ``loss_weight``.
-        dataset_size_arg: an ``__init__`` argument that the tools fill with the size of the
+        same_shape: a level's student and teacher tensors must have the same channels (unless
+            ``channel_args`` align them) and, for maps, the same H, W (unless the entry sets
+            ``resize``); False for a loss that pools, resizes or projects them itself.
+        dataset_size_arg: an ``__init__`` argument that the runner fills with the size of the
             training set (CRD's memory banks) when the config leaves it out.
-        region_scales: ``(1, 2, 4)``-like grids when ``forward`` takes per-region logits
-            ``(N, K, M)`` instead of the tapped feature maps: the classification wrapper pools
-            the last feature map to these grids and applies each model's classifier (SDD).
-        teacher_module_args: ``__init__`` arguments that name modules of the teacher, as a list
-            of module paths (``['bbox_head.cls_convs.3', 'bbox_head.gfl_cls']``); the wrapper
-            resolves them in the frozen teacher at build time and passes
-            :class:`TeacherModules` instead (CrossKD runs the teacher's head on student features).
+        module_args: ``{argument: 'student' | 'teacher' | ('student', 'teacher')}``: ``__init__``
+            arguments that name modules of the models by path (``'head.fc'``, or a list run one
+            after the other); the wrapper resolves them at build time into :class:`ModelModules`
+            (a tuple of them, one per model, for several owners). CrossKD runs the teacher's
+            head on student features; SDD applies each model's classifier to pooled regions.
+
+    :meth:`check_taps` may check the dry-run tensors at build time.
     """
 
-    extra_inputs: tuple[str, ...] = ()
+    extra_inputs: ClassVar[tuple[str, ...]] = ()
     takes_all_levels: ClassVar[bool] = False
     channel_args: ClassVar[tuple[str, str] | None] = None
-    match_channels: ClassVar[bool] = True
-    match_spatial: ClassVar[bool] = True
-    owns_weight: ClassVar[bool] = False
+    same_shape: ClassVar[bool] = True
     dataset_size_arg: ClassVar[str | None] = None
-    region_scales: tuple[int, ...] | None = None
-    teacher_module_args: ClassVar[tuple[str, ...]] = ()
+    module_args: ClassVar[dict[str, str | tuple[str, ...]]] = {}
+
+    def check_taps(self, preds_S: list[Tensor], preds_T: list[Tensor]) -> None:
+        """Build-time check of the tapped tensors of the dry run (one per level); raise
+        ``ValueError('student: ...')`` (or ``'teacher: ...'``): the wrapper prefixes the
+        entry's key."""
 
 
-class TeacherModules:
-    """Frozen teacher modules run one after the other, held without being registered.
+class ModelModules:
+    """Modules of the student or a teacher run one after the other, held without being
+    registered (a loss's ``module_args``).
 
-    Not an ``nn.Module`` (as :class:`~mmdistill.teacher.Teacher`): a loss holding it does not
-    own the teacher's parameters, so they stay out of its ``parameters()``, state dict, optimizer
-    and DDP's reducer; gradients still flow through the modules to their input. A deep copy
+    Not an ``nn.Module``: a loss holding it does not own the model's parameters, so they stay
+    out of its ``parameters()``, state dict, optimizer and DDP's reducer (a student's module is
+    trained as part of the student); gradients still flow through the modules. A deep copy
     (mmengine's EMA model) shares them. An ``nn.ModuleList`` in the sequence applies its
     ``level``-th module (per-level layers such as GFL's ``scales``).
 
     Args:
         modules: the modules, in the order they run.
-        paths: their paths in the teacher, for messages.
+        paths: their paths in the model, for messages.
     """
 
     def __init__(self, modules: Sequence[nn.Module], paths: Sequence[str] | None = None) -> None:
@@ -94,7 +97,7 @@ class TeacherModules:
         for path, module in zip(self.paths, self.modules):
             if isinstance(module, nn.ModuleList):
                 if level is None or not -len(module) <= level < len(module):
-                    raise IndexError(f'teacher module {path!r} holds {len(module)} per-level '
+                    raise IndexError(f'module {path!r} holds {len(module)} per-level '
                                      f'modules; level {level} asked for')
                 module = module[level]
             x = module(x)
@@ -103,23 +106,23 @@ class TeacherModules:
     def parameters(self):
         return (p for m in self.modules for p in m.parameters())
 
-    def __deepcopy__(self, memo: dict) -> 'TeacherModules':
+    def __deepcopy__(self, memo: dict) -> 'ModelModules':
         return self
 
     def __repr__(self) -> str:
-        return f'TeacherModules({list(self.paths)})'
+        return f'ModelModules({list(self.paths)})'
 
 
-def as_teacher_modules(value: Any, name: str) -> TeacherModules:
-    """``value`` as :class:`TeacherModules`: one already, or a sequence of modules (tests)."""
-    if isinstance(value, TeacherModules):
+def as_model_modules(value: Any, name: str) -> ModelModules:
+    """``value`` as :class:`ModelModules`: one already, or a sequence of modules (tests)."""
+    if isinstance(value, ModelModules):
         return value
     if isinstance(value, nn.Module):
         value = [value]
     if isinstance(value, Sequence) and value and all(isinstance(m, nn.Module) for m in value):
-        return TeacherModules(value)
-    raise TypeError(f'{name}: expected teacher modules, got {value!r}; in a config it is a list '
-                    'of teacher module paths, which the distillation wrapper resolves')
+        return ModelModules(value)
+    raise TypeError(f'{name}: expected model modules, got {value!r}; in a config it is a list '
+                    'of module paths, which the distillation wrapper resolves')
 
 
 def contract(loss_cls: type) -> type[DistillLoss]:

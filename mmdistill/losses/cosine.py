@@ -5,7 +5,7 @@ Tutorial", pytorch.org/tutorials/beginner/knowledge_distillation_tutorial, its
 ``CosineEmbeddingLoss`` on flattened hidden representations), as in the hint losses of
 Romero et al. (ICLR 2015) but on directions instead of values::
 
-    loss = loss_weight * mean_n(1 - cos(flat(S_n), flat(T_n)))
+    loss = mean_n(1 - cos(flat(S_n), flat(T_n)))
 
 which is ``nn.CosineEmbeddingLoss`` with target 1 (its mean reduction). ``pool=True`` averages
 each map over space first, so only the channel direction of every image counts and the maps
@@ -27,7 +27,6 @@ class CosineLoss(DistillLoss):
     """1 - cosine similarity of the student's and the teacher's features, per example.
 
     Args:
-        loss_weight: Weight of the loss (the tutorial: 0.25, beside CE 0.75).
         pool: Average (N, C, H, W) maps over H, W first (then the sizes may differ).
         student_channels: Channels of the student's map; with ``teacher_channels`` given and
             different, a 1x1 conv maps the student to the teacher's channels.
@@ -42,21 +41,20 @@ class CosineLoss(DistillLoss):
     """
 
     channel_args = ('student_channels', 'teacher_channels')
-    owns_weight = True
-    match_spatial = False  # checked in forward: equal sizes, unless pool
+    same_shape = False  # checked in forward: equal sizes, unless pool
 
-    def __init__(self, loss_weight: float = 1.0, pool: bool = False,
+    def __init__(self, pool: bool = False,
                  student_channels: int | None = None, teacher_channels: int | None = None,
                  eps: float = 1e-8) -> None:
         super().__init__()
-        self.loss_weight, self.pool, self.eps = loss_weight, pool, eps
+        self.pool, self.eps = pool, eps
         self.student_channels, self.teacher_channels = student_channels, teacher_channels
         self.align = nn.Conv2d(student_channels, teacher_channels, 1) if (
             student_channels is not None and teacher_channels is not None
             and student_channels != teacher_channels) else None
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        """``loss_weight * mean over N of (1 - cos(S_n, T_n))``."""
+        """``mean over N of (1 - cos(S_n, T_n))``."""
         preds_T = upcast(preds_T.detach())
         preds_S = upcast(preds_S)
         if self.align is not None:
@@ -68,7 +66,7 @@ class CosineLoss(DistillLoss):
             raise ValueError(f'CosineLoss: student {tuple(preds_S.shape)} and teacher '
                              f'{tuple(preds_T.shape)} differ; set student_channels and '
                              'teacher_channels, pool=True, or resize in the loss entry')
-        return self.loss_weight * (1 - F.cosine_similarity(s, t, dim=1, eps=self.eps)).mean()
+        return (1 - F.cosine_similarity(s, t, dim=1, eps=self.eps)).mean()
 
 
 __all__ = ['CosineLoss']

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmdistill.losses.base import DistillLoss, TeacherModules, as_teacher_modules
+from mmdistill.losses.base import DistillLoss, ModelModules, as_model_modules
 from mmdistill.losses.ld import box_distributions, distribution_kl
 from mmdistill.losses.utils import upcast
 from mmdistill.registry import DISTILL_LOSSES
@@ -86,7 +86,7 @@ class CrossKDLoss(DistillLoss):
 
     The teacher's layers come from ``cls_branch`` and ``reg_branch``: module paths in the
     config, which the wrapper resolves in the teacher at build time into
-    :class:`~mmdistill.losses.base.TeacherModules` (not registered: the teacher's parameters stay
+    :class:`~mmdistill.losses.base.ModelModules` (not registered: the teacher's parameters stay
     out of this loss's parameters, state dict, optimizer and DDP). A ``ModuleList`` in a branch
     applies its module of the level (GFL's ``scales``).
 
@@ -113,15 +113,15 @@ class CrossKDLoss(DistillLoss):
 
     takes_all_levels = True
     extra_inputs: tuple[str, ...] = ('gt_bboxes',)
-    teacher_module_args = ('cls_branch', 'reg_branch')
+    module_args = {'cls_branch': 'teacher', 'reg_branch': 'teacher'}
 
-    def __init__(self, cls_branch: TeacherModules | Sequence, reg_branch: TeacherModules | Sequence,
+    def __init__(self, cls_branch: ModelModules | Sequence, reg_branch: ModelModules | Sequence,
                  cls_weight: float = 1.0, reg_weight: float = 3.0, bbox_weight: float = 2.0,
                  beta: float = 1.0, T: float = 1.0, reg_max: int = 16,
                  pos_per_gt: float = 9.0) -> None:
         super().__init__()
-        self.cls_branch = as_teacher_modules(cls_branch, 'CrossKDLoss.cls_branch')
-        self.reg_branch = as_teacher_modules(reg_branch, 'CrossKDLoss.reg_branch')
+        self.cls_branch = as_model_modules(cls_branch, 'CrossKDLoss.cls_branch')
+        self.reg_branch = as_model_modules(reg_branch, 'CrossKDLoss.reg_branch')
         self.cls_weight, self.reg_weight, self.bbox_weight = cls_weight, reg_weight, bbox_weight
         self.beta, self.T, self.reg_max, self.pos_per_gt = beta, T, reg_max, pos_per_gt
 

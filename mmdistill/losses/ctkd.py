@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import warnings
-
 import torch
 import torch.nn as nn
 
 from mmdistill.losses.base import DistillLoss
-from mmdistill.losses.dkd import dkd_loss, warmup_factor
+from mmdistill.losses.dkd import dkd_loss
 from mmdistill.losses.kd import kd_loss
-from mmdistill.losses.sdd import check_scales, sdd_kd_loss
+from mmdistill.losses.sdd import (Classifiers, as_classifiers, check_region_taps, check_scales,
+                                  region_logits, sdd_kd_loss)
 from mmdistill.registry import DISTILL_LOSSES
 
 
@@ -72,7 +71,7 @@ class GlobalTemperature(nn.Module):
 
 _BASE_KWARGS = {
     'kd': {'logit_stand': False},
-    'dkd': {'alpha': 1.0, 'beta': 8.0, 'warmup': 0, 'warmup_by': 'epoch'},
+    'dkd': {'alpha': 1.0, 'beta': 8.0},
     'sdd': {'scales': (1, 2, 4)},
 }
 
@@ -86,9 +85,10 @@ class CTKDLoss(DistillLoss):
     * ``base='kd'``: ``T^2 * KL`` batchmean (official ``DistillKL``), optional
       ``logit_stand`` (the logit-standardization paper's CTKD variant).
     * ``base='dkd'``: :func:`mmdistill.losses.dkd.dkd_loss` (``alpha``, ``beta``; official CTKD
-      applies no warmup, so ``warmup`` defaults to 0 here; set it to reproduce DKDLoss's).
-    * ``base='sdd'``: :func:`mmdistill.losses.sdd.sdd_kd_loss` (``scales``); the inputs are
-      (N, K, M) multi-scale logits.
+      applies no warm-up; DKD's is the entry's ``weight_schedule=dict(warmup=20,
+      by_epoch=True)``).
+    * ``base='sdd'``: :func:`mmdistill.losses.sdd.sdd_kd_loss` (``scales``) on the region
+      logits of :func:`mmdistill.losses.sdd.region_logits` (``classifier`` as SDDLoss's).
 
     The temperature's ``lambda_`` follows a cosine curriculum set by
     :class:`mmdistill.hooks.CTKDTemperatureHook`; add that hook to the config. The parameter
@@ -98,26 +98,27 @@ class CTKDLoss(DistillLoss):
         base: 'kd', 'dkd' or 'sdd'.
         t_start: lower end of the temperature range (official default 1).
         t_end: width of the temperature range (official default 20).
+        classifier: 'sdd' only: the classifier path of both models (see SDDLoss).
         **base_kwargs: the base loss's hyperparameters (see above).
 
     Inputs:
-        preds_S: (N, K) student logits, (N, K, M) for 'sdd'.
-        preds_T: teacher logits of the same shape.
-        gt_labels: (N,) long or (N, K) soft labels; only for 'dkd' and 'sdd'.
-        epoch: optional 1-based epoch for the 'dkd' warmup (see DKDLoss).
+        preds_S: (N, K) student logits; for 'sdd' the last feature map or region logits.
+        preds_T: the teacher's, as ``preds_S``.
+        gt_labels: (N,) long or (N, K) soft labels (unused by 'kd').
 
     Returns:
         Scalar loss.
     """
 
-    # extra_inputs per instance: ('gt_labels',) for 'dkd' and 'sdd'; region_scales for 'sdd'
-    match_channels = False  # logits (classes checked by the wrapper) or SDD feature maps
-    match_spatial = False
+    extra_inputs = ('gt_labels', )
+    same_shape = False  # logits (classes checked by the wrapper) or SDD feature maps
+    module_args = {'classifier': ('student', 'teacher')}
 
     def __init__(self,
                  base: str = 'kd',
                  t_start: float = 1.0,
                  t_end: float = 20.0,
+                 classifier: str | Classifiers | None = None,
                  **base_kwargs: Any) -> None:
         super().__init__()
         if base not in _BASE_KWARGS:
@@ -128,18 +129,18 @@ class CTKDLoss(DistillLoss):
                             f'allowed: {sorted(_BASE_KWARGS[base])}')
         self.base = base
         self.base_kwargs = {**_BASE_KWARGS[base], **base_kwargs}
-        self.extra_inputs: tuple[str, ...] = () if base == 'kd' else ('gt_labels', )
         self.global_temperature = GlobalTemperature(t_start, t_end)
-        if base == 'dkd' and self.base_kwargs['warmup_by'] not in ('epoch', 'iter'):
-            raise ValueError("warmup_by must be 'epoch' or 'iter', "
-                             f"got {self.base_kwargs['warmup_by']!r}")
+        if classifier is not None and base != 'sdd':
+            raise TypeError(f"CTKDLoss(base={base!r}) takes no classifier (only base='sdd')")
+        self.classifiers = as_classifiers(classifier)
         if base == 'sdd':
-            # As SDDLoss: the wrapper gives per-region logits of these grids.
             self.scales = check_scales(self.base_kwargs['scales'])
-            self.region_scales = self.scales
             self.num_regions = sum(s * s for s in self.scales)
             self.base_kwargs['scales'] = self.scales
-        self._warned = False
+
+    def check_taps(self, preds_S: list[torch.Tensor], preds_T: list[torch.Tensor]) -> None:
+        if self.base == 'sdd':
+            check_region_taps(preds_S, preds_T, self.classifiers, self.num_regions)
 
     @property
     def lambda_(self) -> float:
@@ -153,8 +154,7 @@ class CTKDLoss(DistillLoss):
     def forward(self,
                 preds_S: torch.Tensor,
                 preds_T: torch.Tensor,
-                gt_labels: torch.Tensor | None = None,
-                epoch: int | None = None) -> torch.Tensor:
+                gt_labels: torch.Tensor | None = None) -> torch.Tensor:
         T = self.global_temperature()
         if self.base == 'kd':
             return kd_loss(preds_S, preds_T, T, self.base_kwargs['logit_stand'])
@@ -162,12 +162,8 @@ class CTKDLoss(DistillLoss):
             raise ValueError(f'CTKDLoss(base={self.base!r}) needs gt_labels')
         kw = self.base_kwargs
         if self.base == 'dkd':
-            factor, missing = warmup_factor(kw['warmup'], kw['warmup_by'], epoch)
-            if missing and not self._warned:
-                warnings.warn(f"CTKDLoss(base='dkd'): no {kw['warmup_by']!r} in the MessageHub "
-                              'and no `epoch` given; the warmup factor is taken as 1.')
-                self._warned = True
-            return factor * dkd_loss(preds_S, preds_T, gt_labels, kw['alpha'], kw['beta'], T)
+            return dkd_loss(preds_S, preds_T, gt_labels, kw['alpha'], kw['beta'], T)
+        preds_S, preds_T = region_logits(preds_S, preds_T, self.classifiers, self.scales)
         if preds_S.dim() != 3 or preds_S.shape[2] != self.num_regions:
             raise ValueError(f'CTKDLoss(base=sdd) expects (N, K, {self.num_regions}) logits, '
                              f'got {tuple(preds_S.shape)}')

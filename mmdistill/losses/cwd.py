@@ -9,7 +9,7 @@ over the ``H * W`` locations by a softmax with temperature ``tau``, and the stud
 distribution is pulled towards the teacher's by KL divergence::
 
     p_T  = softmax(T.view(N*C, H*W) / tau)
-    loss = loss_weight * tau^2 * sum(p_T * (log p_T - log_softmax(S.view(N*C, H*W) / tau)))
+    loss = tau^2 * sum(p_T * (log p_T - log_softmax(S.view(N*C, H*W) / tau)))
            / (N * C)
 """
 from __future__ import annotations
@@ -70,7 +70,6 @@ class CWDLoss(DistillLoss):
     Args:
         tau: Temperature of the spatial softmax. mmrazor: 1 (segmentation logits, FPN levels);
             the paper's segmentation recipe: 4.
-        loss_weight: Weight of the loss (mmrazor: 5 for segmentation logits, 10 for FPN).
         student_channels: Channels of the student map ``Cs``; with ``teacher_channels`` given
             and different, a 1x1 ``align`` conv maps the student to ``Ct`` channels first.
         teacher_channels: Channels of the teacher map ``Ct``.
@@ -87,18 +86,15 @@ class CWDLoss(DistillLoss):
     """
 
     channel_args = ('student_channels', 'teacher_channels')
-    owns_weight = True
 
     def __init__(self,
                  tau: float = 1.0,
-                 loss_weight: float = 1.0,
                  student_channels: int | None = None,
                  teacher_channels: int | None = None,
                  compiled: bool = False) -> None:
         super().__init__()
         self.tau = tau
         self.compiled = compiled
-        self.loss_weight = loss_weight
         self.student_channels = student_channels
         self.teacher_channels = teacher_channels
         if (student_channels is not None and teacher_channels is not None
@@ -116,7 +112,7 @@ class CWDLoss(DistillLoss):
             preds_T: ``(N, Ct, H, W)`` teacher map.
 
         Returns:
-            Scalar loss, ``loss_weight * tau^2 * KL(p_T || p_S)`` summed over all
+            Scalar loss, ``tau^2 * KL(p_T || p_S)`` summed over all
             ``N * C`` channel distributions and divided by ``N * C``.
         """
         if preds_S.dim() != 4 or preds_T.dim() != 4 or preds_S.shape[-2:] != preds_T.shape[-2:]:
@@ -141,8 +137,8 @@ class CWDLoss(DistillLoss):
         N, C, H, W = preds_T.shape
         logits_S, logits_T = preds_S.reshape(N * C, H * W), preds_T.reshape(N * C, H * W)
         if self.compiled:
-            scale = self.loss_weight * self.tau**2 / (N * C)
+            scale = self.tau**2 / (N * C)
             return value_and_grad(channel_kl_and_grad, logits_S, logits_T, self.tau, scale,
                                   compiled=True)
         loss = channel_kl(logits_S, logits_T, self.tau) * (self.tau**2)
-        return self.loss_weight * loss / (N * C)
+        return loss / (N * C)

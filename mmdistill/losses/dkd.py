@@ -5,8 +5,6 @@ Official code: https://github.com/megvii-research/mdistiller (``mdistiller/disti
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 
@@ -14,7 +12,6 @@ from mmdistill.losses.base import DistillLoss
 from mmdistill.losses.kd import Temperature, as_temperature
 from mmdistill.losses.utils import upcast
 from mmdistill.registry import DISTILL_LOSSES
-from mmdistill.schedule import hub_progress
 
 
 def hard_labels(gt_labels: torch.Tensor) -> torch.Tensor:
@@ -86,91 +83,40 @@ def dkd_loss(logits_S: torch.Tensor,
     return alpha * tckd + beta * nckd
 
 
-def warmup_factor(warmup: float, warmup_by: str = 'epoch',
-                  epoch: int | None = None) -> tuple[float, bool]:
-    """DKD's warmup factor ``min(progress / warmup, 1)`` with ``progress`` counted from 1.
-
-    ``progress`` is ``epoch`` when given (1-based), else read from the message hub
-    (:func:`hub_progress`). Returns ``(factor, missing)``: ``missing`` is True when no progress
-    was available, in which case the factor is 1. ``warmup <= 0`` gives ``(1.0, False)``.
-    """
-    if warmup <= 0:
-        return 1.0, False
-    progress = epoch if epoch is not None else hub_progress(warmup_by)
-    if progress is None:
-        return 1.0, True
-    return min(float(progress) / warmup, 1.0), False
-
-
 @DISTILL_LOSSES.register_module()
 class DKDLoss(DistillLoss):
     """Decoupled Knowledge Distillation (Zhao et al., CVPR 2022; megvii-research/mdistiller).
 
-    ``loss = min(epoch / warmup, 1) * (alpha * TCKD + beta * NCKD)`` with epochs counted from 1,
-    see :func:`dkd_loss`.
-
-    The epoch is read from mmengine's ``MessageHub`` (``get_info('epoch')`` is 0-based, so the
-    factor uses ``epoch + 1``). With ``warmup_by='iter'`` (iteration-based runners) the warmup
-    runs over ``warmup`` iterations using ``get_info('iter') + 1``. An explicit ``epoch``
-    argument to :meth:`forward` overrides the hub (1-based; iterations for ``'iter'``).
-    Without hub information and without ``epoch`` (bare tensors, a custom loop) the warmup is
-    treated as finished (factor 1) and a warning is issued once: a factor frozen at
-    ``1 / warmup`` would silently shrink the loss for the whole run.
+    ``loss = alpha * TCKD + beta * NCKD``, see :func:`dkd_loss`. DKD's warm-up
+    ``min(epoch / warmup, 1)`` (epochs counted from 1) is the entry's
+    ``weight_schedule=dict(warmup=<epochs>, by_epoch=True)`` (``by_epoch=False``: iterations),
+    as in ``configs/dkd``.
 
     Args:
         alpha: TCKD weight.
         beta: NCKD weight (CIFAR 8; ImageNet R34->R18 0.5).
         temperature: softmax temperature (CIFAR 4, ImageNet 1).
-        warmup: warmup length in epochs (or iterations); 0 disables it.
-        warmup_by: 'epoch' or 'iter'.
 
     Inputs:
         logits_S: (N, K) student logits.
         logits_T: (N, K) teacher logits.
         gt_labels: (N,) long labels or (N, K) soft labels (argmax gives the target class).
-        epoch: optional 1-based progress overriding the message hub.
 
     Returns:
         Scalar loss.
     """
 
-    extra_inputs: tuple[str, ...] = ('gt_labels', )
+    extra_inputs = ('gt_labels', )
 
-    def __init__(self,
-                 alpha: float = 1.0,
-                 beta: float = 8.0,
-                 temperature: float = 4.0,
-                 warmup: float = 20,
-                 warmup_by: str = 'epoch') -> None:
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> None:
         super().__init__()
-        if warmup_by not in ('epoch', 'iter'):
-            raise ValueError(f"warmup_by must be 'epoch' or 'iter', got {warmup_by!r}")
         self.alpha = alpha
         self.beta = beta
         self.temperature = temperature
-        self.warmup = warmup
-        self.warmup_by = warmup_by
-        self._warned = False
 
-    def get_warmup_factor(self, epoch: int | None = None) -> float:
-        """The warmup factor for an explicit 1-based ``epoch``, else from the message hub."""
-        factor, missing = warmup_factor(self.warmup, self.warmup_by, epoch)
-        if missing and not self._warned:
-            warnings.warn(
-                f'{type(self).__name__}: no {self.warmup_by!r} in the MessageHub and no `epoch` '
-                'given; the warmup factor is taken as 1.')
-            self._warned = True
-        return factor
-
-    def forward(self,
-                logits_S: torch.Tensor,
-                logits_T: torch.Tensor,
-                gt_labels: torch.Tensor,
-                epoch: int | None = None) -> torch.Tensor:
-        factor = self.get_warmup_factor(epoch)
-        return factor * dkd_loss(logits_S, logits_T, gt_labels, self.alpha, self.beta,
-                                 self.temperature)
+    def forward(self, logits_S: torch.Tensor, logits_T: torch.Tensor,
+                gt_labels: torch.Tensor) -> torch.Tensor:
+        return dkd_loss(logits_S, logits_T, gt_labels, self.alpha, self.beta, self.temperature)
 
     def extra_repr(self) -> str:
-        return (f'alpha={self.alpha}, beta={self.beta}, temperature={self.temperature}, '
-                f'warmup={self.warmup}, warmup_by={self.warmup_by!r}')
+        return f'alpha={self.alpha}, beta={self.beta}, temperature={self.temperature}'

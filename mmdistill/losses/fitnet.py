@@ -7,7 +7,7 @@ ICLR 2015. Reference implementation followed here: megvii-research/mdistiller ``
 A learnable regressor (conv -> BatchNorm -> ReLU) maps the student's hint feature to the
 teacher's shape, and the loss is the mean squared error to the teacher's feature::
 
-    loss = loss_weight * mean((regressor(S) - T) ** 2)
+    loss = mean((regressor(S) - T) ** 2)
 
 The regressor is always used, also when the channel counts are equal (as in FitNets).
 ``kernel_size=3, use_bn=False, use_relu=False`` is the plain 3x3 conv regressor of the PyTorch
@@ -31,7 +31,6 @@ class FitNetLoss(DistillLoss):
     Args:
         student_channels: Channels of the student hint ``Cs`` (required).
         teacher_channels: Channels of the teacher hint ``Ct`` (required).
-        loss_weight: Weight of the loss (mdistiller ``FITNET.LOSS.FEAT_WEIGHT``: 100).
         student_hw: ``(Hs, Ws)`` of the student hint, only needed when it differs from the
             teacher's; with ``teacher_hw`` it picks the regressor conv as mdistiller's
             ``ConvReg`` does: ``Hs == 2*Ht``: 3x3 conv, stride 2; ``2*Hs == Ht``: 4x4
@@ -50,12 +49,10 @@ class FitNetLoss(DistillLoss):
     """
 
     channel_args = ('student_channels', 'teacher_channels')
-    owns_weight = True
 
     def __init__(self,
                  student_channels: int | None = None,
                  teacher_channels: int | None = None,
-                 loss_weight: float = 1.0,
                  student_hw: tuple[int, int] | None = None,
                  teacher_hw: tuple[int, int] | None = None,
                  use_relu: bool = True,
@@ -71,7 +68,6 @@ class FitNetLoss(DistillLoss):
                              f'student_hw={student_hw}, teacher_hw={teacher_hw}')
         self.student_channels = student_channels
         self.teacher_channels = teacher_channels
-        self.loss_weight = loss_weight
         self.use_relu = use_relu
 
         s_C, t_C = student_channels, teacher_channels
@@ -109,7 +105,7 @@ class FitNetLoss(DistillLoss):
             preds_T: ``(N, Ct, Ht, Wt)`` teacher hint.
 
         Returns:
-            Scalar loss ``loss_weight * mean((regressor(S) - T) ** 2)``.
+            Scalar loss ``mean((regressor(S) - T) ** 2)``.
         """
         preds_T = preds_T.detach()
         weight = self.conv.weight
@@ -125,4 +121,4 @@ class FitNetLoss(DistillLoss):
             f_s = f_s.float()
         if preds_T.dtype in HALF:
             preds_T = preds_T.float()
-        return self.loss_weight * F.mse_loss(f_s, preds_T)
+        return F.mse_loss(f_s, preds_T)

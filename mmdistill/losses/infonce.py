@@ -6,7 +6,7 @@ NT-Xent (Chen et al., ICML 2020) with the teacher as the second view, and as CRD
 ICLR 2020) without its memory bank::
 
     z_S = normalize(align(pool(S))),  z_T = normalize(pool(T))          # (N, D)
-    loss = loss_weight * mean_n -log softmax_m(z_S,n . z_T,m / tau)[n]
+    loss = mean_n -log softmax_m(z_S,n . z_T,m / tau)[n]
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ class InfoNCELoss(DistillLoss):
 
     Args:
         temperature: ``tau`` of the similarity softmax (SimCLR: 0.1 to 0.5).
-        loss_weight: Weight of the loss.
         student_channels: Embedding size of the student ``Cs``; with ``teacher_channels``
             given and different, a linear layer maps the student to ``Ct``.
         teacher_channels: Embedding size of the teacher ``Ct``.
@@ -37,21 +36,20 @@ class InfoNCELoss(DistillLoss):
     """
 
     channel_args = ('student_channels', 'teacher_channels')
-    owns_weight = True
-    match_spatial = False  # embeddings: maps are pooled
+    same_shape = False  # embeddings: maps are pooled
 
-    def __init__(self, temperature: float = 0.1, loss_weight: float = 1.0,
+    def __init__(self, temperature: float = 0.1,
                  student_channels: int | None = None,
                  teacher_channels: int | None = None) -> None:
         super().__init__()
-        self.temperature, self.loss_weight = temperature, loss_weight
+        self.temperature = temperature
         self.student_channels, self.teacher_channels = student_channels, teacher_channels
         self.align = nn.Linear(student_channels, teacher_channels) if (
             student_channels is not None and teacher_channels is not None
             and student_channels != teacher_channels) else None
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        """``loss_weight * CE(z_S z_T^T / tau, arange(N))``."""
+        """``CE(z_S z_T^T / tau, arange(N))``."""
         if preds_S.shape[0] != preds_T.shape[0] or preds_S.shape[0] < 2:
             raise ValueError('InfoNCELoss needs the same batch of at least 2 images on both '
                              f'sides, got {tuple(preds_S.shape)} and {tuple(preds_T.shape)}')
@@ -65,7 +63,7 @@ class InfoNCELoss(DistillLoss):
                              'teacher_channels')
         logits = F.normalize(s, dim=1) @ F.normalize(t, dim=1).T / self.temperature
         target = torch.arange(s.shape[0], device=s.device)
-        return self.loss_weight * F.cross_entropy(logits, target)
+        return F.cross_entropy(logits, target)
 
 
 __all__ = ['InfoNCELoss']

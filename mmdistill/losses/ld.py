@@ -53,10 +53,10 @@ class LDLoss(DistillLoss):
     teacher's::
 
         kl(n, h, w, side) = T^2 * mean_bins softmax(t/T) * (log softmax(t/T) - log softmax(s/T))
-        loss = loss_weight * sum_{n, h, w} M(n, h, w) * mean_side kl(n, h, w, side)
+        loss = sum_{n, h, w} M(n, h, w) * mean_side kl(n, h, w, side)
 
     ``mean_bins`` (KL / (reg_max+1)) is mmdet's ``knowledge_distillation_kl_div_loss``, and the
-    mean over sides its ``avg_factor=4``, so the defaults (``loss_weight=0.25``, ``T=10``,
+    mean over sides its ``avg_factor=4``, so the defaults (entry ``loss_weight=0.25``, ``T=10``,
     ``reg_max=16``) are those of mmdet's and the official LD configs.
 
     Region ``M``: mmdet's ``LDHead`` sums over the student's positive anchors (ATSS), each
@@ -72,7 +72,6 @@ class LDLoss(DistillLoss):
     ``LDHead`` distils; ``'bbox_head.gfl_reg'`` is before it.
 
     Args:
-        loss_weight: Weight of the loss (mmdet's LD configs: 0.25).
         T: Temperature (10).
         reg_max: Largest distance bin of the head (GFL: 16); channels = 4*(reg_max+1).
         area_weight: Weight box cells by 1 / box cells (True) or by 1.
@@ -86,12 +85,9 @@ class LDLoss(DistillLoss):
     """
 
     extra_inputs: tuple[str, ...] = ('gt_bboxes', 'img_shape')
-    owns_weight = True
-
-    def __init__(self, loss_weight: float = 0.25, T: float = 10.0, reg_max: int = 16,
-                 area_weight: bool = True) -> None:
+    def __init__(self, T: float = 10.0, reg_max: int = 16, area_weight: bool = True) -> None:
         super().__init__()
-        self.loss_weight, self.T, self.reg_max = loss_weight, T, reg_max
+        self.T, self.reg_max = T, reg_max
         self.area_weight = area_weight
 
     def forward(self, preds_S: Tensor, preds_T: Tensor, gt_bboxes: Sequence[Tensor],
@@ -106,7 +102,7 @@ class LDLoss(DistillLoss):
         if not self.area_weight:
             mask = (mask > 0).to(s.dtype)
         kl = distribution_kl(s, t, self.T).mean(1)  # (N, H, W)
-        return self.loss_weight * (mask * kl).sum()
+        return (mask * kl).sum()
 
 
 __all__ = ['LDLoss', 'box_distributions', 'distribution_kl']

@@ -169,7 +169,7 @@ class OFALoss(DistillLoss):
     # The teacher tap is the logits, so teacher channels cannot be read from it: the config
     # gives student_channels / teacher_channels explicitly.
     takes_all_levels = True  # all tapped stage features go to one module
-    match_channels = False
+    same_shape = False
 
     def __init__(self,
                  student_channels: int | Sequence[int],

@@ -9,7 +9,7 @@ std + 1e-6); the loss is half the mean squared difference of the standardised ma
 ``1 - r`` per channel (r: Pearson correlation) up to the std's ``n / (n - 1)`` factor, averaged::
 
     z(F)[:, c] = (F[:, c] - mean_nhw F[:, c]) / (std_nhw F[:, c] + 1e-6)
-    loss = loss_weight * mean((z(S) - z(T))^2) / 2
+    loss = mean((z(S) - z(T))^2) / 2
 
 It has no learnable part unless the channels differ (then a 1x1 conv, as mmyolo's RTMDet recipe
 puts a conv + BN connector in front; the BN's affine map would be undone by ``z``), and it is
@@ -38,7 +38,6 @@ class PKDLoss(DistillLoss):
     """Pearson-correlation feature distillation (Cao et al., NeurIPS 2022) for one level.
 
     Args:
-        loss_weight: Weight of the loss (mmrazor's FPN configs: 6; mmyolo's RTMDet: 1).
         resize_stu: When the maps differ in size, resize the student to the teacher's size
             (bilinear); else the teacher to the student's.
         student_channels: Channels ``Cs`` of the student map; with ``teacher_channels`` given and
@@ -52,14 +51,12 @@ class PKDLoss(DistillLoss):
     """
 
     channel_args = ('student_channels', 'teacher_channels')
-    match_spatial = False  # the loss resizes by ``resize_stu`` itself
-    owns_weight = True
+    same_shape = False  # the loss resizes by ``resize_stu`` itself
 
-    def __init__(self, loss_weight: float = 1.0, resize_stu: bool = True,
+    def __init__(self, resize_stu: bool = True,
                  student_channels: int | None = None,
                  teacher_channels: int | None = None) -> None:
         super().__init__()
-        self.loss_weight = loss_weight
         self.resize_stu = resize_stu
         self.align: nn.Module | None = None
         if (student_channels is not None and teacher_channels is not None
@@ -67,7 +64,7 @@ class PKDLoss(DistillLoss):
             self.align = nn.Conv2d(student_channels, teacher_channels, kernel_size=1, bias=False)
 
     def forward(self, preds_S: Tensor, preds_T: Tensor) -> Tensor:
-        """Compute ``loss_weight * mse(z(S), z(T)) / 2`` (see the module docstring)."""
+        """Compute ``mse(z(S), z(T)) / 2`` (see the module docstring)."""
         preds_T = preds_T.detach()
         if self.align is not None:
             preds_S = self.align(preds_S.to(self.align.weight.dtype))
@@ -85,4 +82,4 @@ class PKDLoss(DistillLoss):
                              f'{tuple(preds_T.shape)} differ in channels; set student_channels '
                              'and teacher_channels to add a 1x1 align conv')
         diff = pearson_standardise(preds_S) - pearson_standardise(preds_T.to(preds_S.dtype))
-        return self.loss_weight * diff.square().mean() / 2
+        return diff.square().mean() / 2

@@ -7,11 +7,13 @@ Official code: https://github.com/shicaiwei123/SDD-CVPR2024 (``mdistiller/distil
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
-from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.base import DistillLoss, ModelModules, as_model_modules
 from mmdistill.losses.dkd import hard_labels
 from mmdistill.losses.kd import Temperature, as_temperature
 from mmdistill.losses.utils import upcast
@@ -108,6 +110,65 @@ def sdd_kd_loss(local_S: torch.Tensor,
     return (kl * weights).sum() / (m * n)
 
 
+Classifiers = tuple[ModelModules, ModelModules]
+
+
+def as_classifiers(value: Any) -> Classifiers | None:
+    """The (student, teacher) classifier layers that the wrapper resolved from the loss's
+    ``classifier`` path; None when the inputs are region logits already (no classifier)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or all(isinstance(v, str) for v in value):
+        raise ValueError(f'classifier: {value!r} is a module path, which the distillation '
+                         'wrapper resolves; outside a wrapper leave it None and give (N, K, M) '
+                         'region logits')
+    layers = tuple(as_model_modules(v, 'classifier') for v in value)
+    for owner, layer in zip(('student', 'teacher'), layers):
+        if len(layer.modules) != 1 or not isinstance(layer.modules[0], nn.Linear):
+            raise ValueError(f'classifier: {list(layer.paths)} of the {owner} is '
+                             f'{[type(m).__name__ for m in layer.modules]}, not the nn.Linear '
+                             'classifier layer SDD applies to each region')
+    k_s, k_t = (layer.modules[0].out_features for layer in layers)
+    if k_s != k_t:
+        raise ValueError(f'classifier: the student predicts {k_s} classes and the teacher {k_t}; '
+                         'SDD needs the same classes')
+    return layers
+
+
+def region_logits(preds_S: Tensor, preds_T: Tensor, classifiers: Classifiers | None,
+                  scales: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """(N, K, M) region logits of both models: each model's last feature map (N, C, H, W) pooled
+    to the regions (:func:`multi_scale_pool`) and passed through its own classifier (the
+    teacher's without gradient); the inputs themselves when ``classifiers`` is None."""
+    if classifiers is None:
+        return preds_S, preds_T
+    fc_s, fc_t = classifiers
+    local_S = fc_s(multi_scale_pool(preds_S, scales).transpose(1, 2)).transpose(1, 2)
+    with torch.no_grad():
+        local_T = fc_t(multi_scale_pool(preds_T, scales).transpose(1, 2)).transpose(1, 2)
+    return local_S, local_T
+
+
+def check_region_taps(preds_S: list[Tensor], preds_T: list[Tensor],
+                      classifiers: Classifiers | None, num_regions: int) -> None:
+    """Build-time check of the tapped tensors: the last feature maps the classifiers read, or
+    (without classifiers) (N, K, M) region logits."""
+    for feats, owner, index in ((preds_S, 'student', 0), (preds_T, 'teacher', 1)):
+        for feat in feats:
+            if classifiers is None:
+                if feat.dim() != 3 or feat.shape[2] != num_regions:
+                    raise ValueError(
+                        f'{owner}: without classifier the inputs are (N, K, {num_regions}) '
+                        f'region logits; the tap gives {tuple(feat.shape)} (to pool a feature '
+                        "map set classifier='head.fc', each model's classifier layer)")
+                continue
+            channels = classifiers[index].modules[0].in_features
+            if feat.dim() != 4 or feat.shape[1] != channels:
+                raise ValueError(f'{owner}: SDD needs the last feature map (N, C, H, W) that the '
+                                 f'classifier reads (C = {channels}); the tap gives '
+                                 f'{tuple(feat.shape)}')
+
+
 @DISTILL_LOSSES.register_module()
 class SDDLoss(DistillLoss):
     """Scale Decoupled Distillation, SD-KD (Wei et al., CVPR 2024; shicaiwei123/SDD-CVPR2024).
@@ -121,32 +182,36 @@ class SDDLoss(DistillLoss):
 
     Args:
         temperature: softmax temperature (CIFAR 4).
-        scales: pooling grid sizes; the first must be 1 (global). Kept for the wrapper that
-            pools the features (:func:`multi_scale_pool`) and to check M.
+        scales: pooling grid sizes; the first must be 1 (global).
+        classifier: path of the classifier layer in both models (``'head.fc'``), which the
+            wrapper resolves (``module_args``); None: the inputs are region logits already.
 
     Inputs:
-        local_S: (N, K, M) student multi-scale logits.
-        local_T: (N, K, M) teacher multi-scale logits.
+        preds_S: (N, C_S, H, W) student last feature map, or (N, K, M) region logits.
+        preds_T: (N, C_T, H', W') teacher last feature map, or (N, K, M) region logits.
         gt_labels: (N,) long labels or (N, K) soft labels (argmax).
 
     Returns:
         Scalar loss.
     """
 
-    extra_inputs: tuple[str, ...] = ('gt_labels', )
-    match_channels = False  # compares (N, K, M) local logits the wrapper builds from features
-    match_spatial = False
+    extra_inputs = ('gt_labels', )
+    same_shape = False  # each model's feature map goes through its own classifier
+    module_args = {'classifier': ('student', 'teacher')}
 
-    def __init__(self, temperature: float = 4.0, scales: Sequence[int] = (1, 2, 4)) -> None:
+    def __init__(self, temperature: float = 4.0, scales: Sequence[int] = (1, 2, 4),
+                 classifier: str | Classifiers | None = None) -> None:
         super().__init__()
-        scales = check_scales(scales)
         self.temperature = temperature
-        self.scales = scales
-        self.region_scales = scales  # the wrapper gives (N, K, M) logits of these regions
-        self.num_regions = sum(s * s for s in scales)
+        self.scales = check_scales(scales)
+        self.num_regions = sum(s * s for s in self.scales)
+        self.classifiers = as_classifiers(classifier)
 
-    def forward(self, local_S: torch.Tensor, local_T: torch.Tensor,
-                gt_labels: torch.Tensor) -> torch.Tensor:
+    def check_taps(self, preds_S: list[Tensor], preds_T: list[Tensor]) -> None:
+        check_region_taps(preds_S, preds_T, self.classifiers, self.num_regions)
+
+    def forward(self, preds_S: Tensor, preds_T: Tensor, gt_labels: Tensor) -> Tensor:
+        local_S, local_T = region_logits(preds_S, preds_T, self.classifiers, self.scales)
         if local_S.dim() != 3 or local_S.shape != local_T.shape:
             raise ValueError('SDDLoss expects student and teacher logits of the same shape '
                              f'(N, K, M), got {tuple(local_S.shape)} and {tuple(local_T.shape)}')

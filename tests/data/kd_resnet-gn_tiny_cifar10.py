@@ -32,7 +32,7 @@ model = dict(
         kd=dict(type='KDLoss', student='head', teacher='head', temperature=4.0,
                 loss_weight=0.9),
         dkd=dict(type='DKDLoss', student='head', teacher='head', alpha=1.0, beta=8.0,
-                 temperature=4.0, warmup=20, warmup_by='iter'),
+                 temperature=4.0, weight_schedule=dict(warmup=20)),
         ctkd=dict(type='CTKDLoss', student='head', teacher='head', base='kd')))
 custom_hooks = [dict(type='CTKDTemperatureHook', decay_loops=4, by_epoch=False),
                 dict(type='DumpLossesHook', digest=True)]

@@ -6,7 +6,6 @@ import re
 
 from mmengine.config import Config
 
-from mmdistill.losses.base import contract
 from mmdistill.recorder import Tap
 from mmdistill.registry import DISTILL_LOSSES
 from tests.conftest import ROOT
@@ -53,8 +52,7 @@ def loss_kwargs(key: str, entry: dict, options: tuple[str, ...] = ()) -> tuple[t
     for side in ('student', 'teacher'):
         for tap in taps(entry[side]):
             Tap.parse(tap, f'{key}.{side}')
-    kwargs = {k: v for k, v in entry.items()
-              if k not in ('type', 'student', 'teacher', 'resize', *options)}
-    if not contract(loss_cls).owns_weight:  # the wrapper applies it
-        kwargs.pop('loss_weight', None)
+    wrapper_keys = ('type', 'student', 'teacher', 'resize', 'loss_weight', 'weight_schedule',
+                    'auto_weight', 'teacher_name')  # the wrapper applies them
+    kwargs = {k: v for k, v in entry.items() if k not in (*wrapper_keys, *options)}
     return loss_cls, kwargs

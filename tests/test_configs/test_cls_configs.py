@@ -77,18 +77,18 @@ RECIPES = {
     # mdistiller configs/imagenet/r34_r18/dkd.yaml
     'dkd/dkd_resnet34_resnet18_8xb32_in1k.py': dict(
         IN1K, ce=dict(CE, loss_weight=1.0),
-        losses=dict(dkd=dict(type='DKDLoss', alpha=1.0, beta=0.5, temperature=1.0, warmup=1,
-                             **LOGITS))),
+        losses=dict(dkd=dict(type='DKDLoss', alpha=1.0, beta=0.5, temperature=1.0,
+                             weight_schedule=dict(warmup=1, by_epoch=True), **LOGITS))),
     # mdistiller configs/imagenet/r50_mv2/dkd.yaml
     'dkd/dkd_resnet50_mobilenet-v2_8xb32_in1k.py': dict(
         IN1K, student='MobileNetV2', teacher=R50, ckpt=R50_CKPT, ce=dict(CE, loss_weight=1.0),
-        losses=dict(dkd=dict(type='DKDLoss', alpha=1.0, beta=2.0, temperature=1.0, warmup=1,
-                             **LOGITS))),
+        losses=dict(dkd=dict(type='DKDLoss', alpha=1.0, beta=2.0, temperature=1.0,
+                             weight_schedule=dict(warmup=1, by_epoch=True), **LOGITS))),
     # mdistiller configs/cifar100/dkd/*.yaml
     'dkd/dkd_resnet50_resnet18_1xb64_cifar100.py': dict(
         C100, ce=dict(CE, loss_weight=1.0),
-        losses=dict(dkd=dict(type='DKDLoss', alpha=1.0, beta=8.0, temperature=4.0, warmup=20,
-                             **LOGITS))),
+        losses=dict(dkd=dict(type='DKDLoss', alpha=1.0, beta=8.0, temperature=4.0,
+                             weight_schedule=dict(warmup=20, by_epoch=True), **LOGITS))),
     # SDD-CVPR2024 configs/imagenet/r34_r18/sdd_kd.yaml (mdistiller KD defaults T 4, 0.1/0.9)
     'sdd/sdd-kd_resnet34_resnet18_8xb32_in1k.py': dict(
         IN1K, lr=0.2, ce=dict(CE, loss_weight=0.1),
@@ -105,7 +105,7 @@ RECIPES = {
     'ctkd/ctkd-dkd_resnet34_resnet18_8xb32_in1k.py': dict(
         IN1K, epochs=120, ce=dict(CE, loss_weight=1.0),
         losses=dict(ctkd=dict(type='CTKDLoss', base='dkd', t_start=1.0, t_end=20.0, alpha=1.0,
-                              beta=0.5, warmup=0, loss_weight=1.0, **LOGITS)),
+                              beta=0.5, loss_weight=1.0, **LOGITS)),
         hooks=[dict(type='CTKDTemperatureHook', max_lambda=1.0, min_lambda=0.0,
                     decay_loops=5)]),
     # OFAKD train.py defaults + configs/imagenet/cnn.yaml

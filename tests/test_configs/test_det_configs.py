@@ -22,6 +22,7 @@ from mmdet.registry import MODELS  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 
 import mmdistill  # noqa: E402,F401
+from mmdistill.losses.base import contract  # noqa: E402
 from mmdistill.recorder import Tap, find_module  # noqa: E402
 from mmdistill.registry import DISTILL_LOSSES  # noqa: E402
 from mmdistill.teacher import load_config, model_config  # noqa: E402
@@ -150,7 +151,7 @@ def test_losses_are_registered_and_buildable(name):
         loss_cls, kwargs = loss_kwargs(key, entry)
         for arg in getattr(loss_cls, 'channel_args', None) or ():
             kwargs.setdefault(arg, 256)
-        for arg in getattr(loss_cls, 'teacher_module_args', ()):
+        for arg in contract(loss_cls).module_args:
             # module paths, resolved in the teacher by the wrapper (test_distill_step_...)
             assert all(isinstance(p, str) for p in kwargs[arg]), arg
             kwargs[arg] = [torch.nn.Identity()]
@@ -189,7 +190,7 @@ def test_student_builds_and_taps_exist(name):
             if tap.path == 'neck' and tap.index is not None:
                 assert tap.index < cfg.model.student.neck.num_outs
         # teacher modules a loss runs (CrossKD): the GFL teachers have the student's head
-        for arg in getattr(DISTILL_LOSSES.get(entry.type), 'teacher_module_args', ()):
+        for arg in contract(DISTILL_LOSSES.get(entry.type)).module_args:
             for path in entry[arg]:
                 find_module(student, path, f'{key}.{arg}', 'teacher')
 

@@ -20,7 +20,7 @@ from mmdistill.testing import reference_at
 def test_matches_mdistiller(s_shape, t_shape, p, loss_weight):
     S = torch.randn(*s_shape, dtype=torch.float64)
     T = torch.randn(*t_shape, dtype=torch.float64)
-    got = ATLoss(p=p, loss_weight=loss_weight)(S, T)
+    got = loss_weight * ATLoss(p=p)(S, T)
     expected = loss_weight * reference_at(S, T, p)
     assert got.dtype == torch.float64
     assert expected > 0
@@ -49,7 +49,7 @@ def test_hand_computed():
     n = math.sqrt(337.0)
     expected = ((9 / n - 1 / math.sqrt(2))**2 + (16 / n - 1 / math.sqrt(2))**2) / 2
     assert ATLoss()(S, T).item() == pytest.approx(expected, rel=1e-12)
-    assert ATLoss(loss_weight=1000.0)(S, T).item() == pytest.approx(1000 * expected, rel=1e-12)
+    assert 1000.0 * ATLoss()(S, T).item() == pytest.approx(1000 * expected, rel=1e-12)
     # scaling a map does not change its attention: zero loss
     assert ATLoss()(S, 7 * S).item() == pytest.approx(0.0, abs=1e-15)
 
@@ -69,7 +69,7 @@ def test_gradients_match_mdistiller(p):
     S = torch.rand(3, 4, 8, 8, dtype=torch.float64) + 0.05
     T = torch.rand(3, 6, 4, 4, dtype=torch.float64)
     s1, s2 = S.clone().requires_grad_(), S.clone().requires_grad_()
-    (1.7 * ATLoss(p=p, loss_weight=3.0)(s1, T)).backward()
+    (1.7 * 3.0 * ATLoss(p=p)(s1, T)).backward()
     (1.7 * 3.0 * reference_at(s2, T, p)).backward()
     torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-9, atol=1e-12)
 
@@ -89,7 +89,7 @@ def test_half_precision_large_magnitude():
 def test_errors_and_registry():
     with pytest.raises(ValueError, match=r'\(2, 3, 4, 4\).*\(3, 3, 4, 4\)'):
         ATLoss()(torch.randn(2, 3, 4, 4), torch.randn(3, 3, 4, 4))
-    built = DISTILL_LOSSES.build(dict(type='ATLoss', p=2, loss_weight=1000.0))
-    assert isinstance(built, ATLoss) and built.loss_weight == 1000.0
+    built = DISTILL_LOSSES.build(dict(type='ATLoss', p=2))
+    assert isinstance(built, ATLoss) and built.p == 2
     assert ATLoss.channel_args is None
     assert ATLoss.extra_inputs == ()

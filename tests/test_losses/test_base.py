@@ -23,17 +23,17 @@ def test_registered_losses_declare_the_contract(name):
         pytest.skip('defined by this test file')
     assert issubclass(loss_cls, DistillLoss) and contract(loss_cls) is loss_cls
     params = inspect.signature(loss_cls.__init__).parameters
-    assert loss_cls.owns_weight == ('loss_weight' in params)
+    assert 'loss_weight' not in params  # the wrapper applies the entry's loss_weight
     assert set(loss_cls.extra_inputs) <= set(KNOWN_INPUTS)
-    for arg in (loss_cls.channel_args or ()) + ((loss_cls.dataset_size_arg, )
-                                                if loss_cls.dataset_size_arg else ()):
+    for arg in (loss_cls.channel_args or ()) + tuple(loss_cls.module_args) + (
+            (loss_cls.dataset_size_arg, ) if loss_cls.dataset_size_arg else ()):
         assert arg in params, arg
 
 
 def test_a_plain_module_gets_the_defaults():
     assert contract(nn.MSELoss) is DistillLoss
     assert (DistillLoss.extra_inputs, DistillLoss.takes_all_levels, DistillLoss.channel_args,
-            DistillLoss.owns_weight, DistillLoss.region_scales) == ((), False, None, False, None)
+            DistillLoss.same_shape, DistillLoss.module_args) == ((), False, None, True, {})
 
 
 @DISTILL_LOSSES.register_module(force=True)
@@ -56,7 +56,7 @@ class ToyBoxLoss(DistillLoss):
     """Needs the boxes: only DistillDetector can give them."""
 
     extra_inputs = ('gt_bboxes', )
-    match_channels = False
+    same_shape = False
 
     def forward(self, preds_S, preds_T, gt_bboxes):
         return preds_S.mean() * 0 + float(sum(len(b) for b in gt_bboxes))
@@ -132,23 +132,24 @@ def test_undeliverable_input_fails_at_build(tmp_path):
                              teacher='backbone[-1]')), tmp_path, dry_run_shape=(32, 32))
 
 
-def test_region_logit_loss_refused_where_no_wrapper_gives_them(tmp_path):
+def test_a_loss_naming_modules_the_models_lack_is_refused(tmp_path):
+    """SDD on a detector: its classifier path resolves in neither model."""
     pytest.importorskip('mmdet')
-    with pytest.raises(ValueError, match='per-region logits .* only DistillClassifier'):
+    with pytest.raises(ValueError, match=r"sdd.classifier.*'head.fc'"):
         _build('mmdet', 'DistillDetector', tiny_retinanet(16, 32), tiny_retinanet(16, 32),
-               dict(sdd=dict(type='SDDLoss', student='backbone[3]', teacher='backbone[3]')),
-               tmp_path)
+               dict(sdd=dict(type='SDDLoss', student='backbone[3]', teacher='backbone[3]',
+                             classifier='head.fc')), tmp_path)
 
 
-def test_weight_ownership_must_match_the_signature():
+def test_a_loss_taking_loss_weight_is_refused():
     from mmdistill.entries import parse_entry
 
     @DISTILL_LOSSES.register_module(force=True)
-    class ToyWeightedLoss(DistillLoss):  # takes loss_weight, forgot owns_weight = True
+    class ToyWeightedLoss(DistillLoss):  # the wrapper applies loss_weight, not the loss
         def __init__(self, loss_weight: float = 1.0):
             super().__init__()
 
-    with pytest.raises(TypeError, match='takes loss_weight but declares owns_weight = False'):
+    with pytest.raises(TypeError, match='takes loss_weight, which the wrapper applies'):
         parse_entry('w', dict(type='ToyWeightedLoss', student='neck', teacher='neck'))
 
 

@@ -38,11 +38,11 @@ def _fgd(c: int, compiled: bool = False) -> FGDLoss:
 
 
 CASES = {
-    'cwd-tau2': (lambda c: CWDLoss(tau=2.0, loss_weight=3.0, compiled=c), False),
+    'cwd-tau2': (lambda c: CWDLoss(tau=2.0, compiled=c), False),
     'cwd': (lambda c: CWDLoss(compiled=c), False),
     'cwd-align': (lambda c: CWDLoss(student_channels=4, teacher_channels=6, compiled=c), False),
-    'at': (lambda c: ATLoss(loss_weight=10.0, compiled=c), False),
-    'at-p3': (lambda c: ATLoss(p=3, loss_weight=10.0, compiled=c), False),
+    'at': (lambda c: ATLoss(compiled=c), False),
+    'at-p3': (lambda c: ATLoss(p=3, compiled=c), False),
     'fgd': (lambda c: _fgd(4, c), True),
 }
 

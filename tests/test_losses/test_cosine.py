@@ -17,7 +17,7 @@ def test_flattened_maps_and_vectors():
     g = torch.Generator().manual_seed(0)
     s = torch.randn(4, 8, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
     t = torch.randn(4, 8, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
-    loss = CosineLoss(loss_weight=0.25)(s, t)
+    loss = 0.25 * CosineLoss()(s, t)
     assert float(loss) == pytest.approx(float(reference(s, t, 0.25)), rel=1e-9)
     loss.backward()
     assert s.grad is not None and s.grad.abs().sum() > 0 and t.grad is None

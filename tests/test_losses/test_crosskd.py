@@ -18,7 +18,7 @@ from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
 
 from mmdistill.losses import CrossKDLoss  # noqa: E402
-from mmdistill.losses.base import TeacherModules  # noqa: E402
+from mmdistill.losses.base import ModelModules  # noqa: E402
 from tests.conftest import use_scope  # noqa: E402
 from tests.utils import det_batch, save_teacher, tiny_gfl  # noqa: E402
 
@@ -45,9 +45,9 @@ def heads():
 
 
 def branches(teacher):
-    return (TeacherModules([teacher.cls_convs[0].activate, teacher.cls_convs[1],
+    return (ModelModules([teacher.cls_convs[0].activate, teacher.cls_convs[1],
                             teacher.gfl_cls]),
-            TeacherModules([teacher.reg_convs[0].activate, teacher.reg_convs[1], teacher.gfl_reg,
+            ModelModules([teacher.reg_convs[0].activate, teacher.reg_convs[1], teacher.gfl_reg,
                             teacher.scales]))
 
 
@@ -161,7 +161,7 @@ def test_bad_inputs():
         loss(bad, preds_T, [])
     with pytest.raises(ValueError, match='set reg_max=4'):
         CrossKDLoss(*branches(teacher))(preds_S, preds_T, [])
-    with pytest.raises(TypeError, match='teacher module paths'):
+    with pytest.raises(TypeError, match='list of module paths, which the distillation wrapper'):
         CrossKDLoss(['bbox_head.gfl_cls'], ['bbox_head.gfl_reg'])
 
 

@@ -14,7 +14,7 @@ from mmdistill.testing import reference_cwd
 def test_matches_reference(tau, loss_weight):
     S = torch.randn(3, 5, 6, 7, dtype=torch.float64) * 2
     T = torch.randn(3, 5, 6, 7, dtype=torch.float64) * 2
-    got = CWDLoss(tau=tau, loss_weight=loss_weight)(S, T)
+    got = loss_weight * CWDLoss(tau=tau)(S, T)
     expected = reference_cwd(S, T, tau, loss_weight)
     assert got.dtype == torch.float64
     assert expected > 0
@@ -22,7 +22,7 @@ def test_matches_reference(tau, loss_weight):
 
 
 def test_matches_reference_with_align():
-    loss = CWDLoss(tau=2.0, loss_weight=3.0, student_channels=4, teacher_channels=6).double()
+    loss = CWDLoss(tau=2.0, student_channels=4, teacher_channels=6).double()
     assert isinstance(loss.align, nn.Conv2d)
     align = nn.Conv2d(4, 6, kernel_size=1).double()
     nn.init.normal_(align.weight, std=0.5)
@@ -31,7 +31,7 @@ def test_matches_reference_with_align():
     S = torch.randn(2, 4, 5, 5, dtype=torch.float64)
     T = torch.randn(2, 6, 5, 5, dtype=torch.float64)
     expected = reference_cwd(align(S), T, 2.0, 3.0)
-    torch.testing.assert_close(loss(S, T), expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(3.0 * loss(S, T), expected, rtol=1e-6, atol=0)
 
 
 def test_no_align_when_channels_equal_or_missing():
@@ -48,7 +48,7 @@ def test_hand_computed():
     T = torch.tensor([[[[0.0, math.log(3.0)]]]], dtype=torch.float64)
     kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
     assert CWDLoss()(S, T).item() == pytest.approx(kl, rel=1e-12)
-    assert CWDLoss(loss_weight=2.0)(S, T).item() == pytest.approx(2 * kl, rel=1e-12)
+    assert 2.0 * CWDLoss()(S, T).item() == pytest.approx(2 * kl, rel=1e-12)
     # tau = 2: T / 2 = [0, ln sqrt(3)] -> p_T = [1, sqrt 3] / (1 + sqrt 3); times tau^2 = 4
     r = math.sqrt(3.0)
     p0, p1 = 1 / (1 + r), r / (1 + r)
@@ -81,7 +81,7 @@ def test_half_precision_large_magnitude():
     S64 = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 2e4
     T64 = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 2e4
     S, T = S64.half(), T64.half()
-    out = CWDLoss(tau=1.0, loss_weight=5.0)(S, T)
+    out = 5.0 * CWDLoss(tau=1.0)(S, T)
     assert out.dtype == torch.float32
     assert torch.isfinite(out)
     expected = reference_cwd(S.double(), T.double(), 1.0, 5.0)
@@ -93,7 +93,7 @@ def test_shape_errors_and_registry():
         CWDLoss()(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8, 8))
     with pytest.raises(ValueError, match='student_channels'):
         CWDLoss()(torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4))
-    built = DISTILL_LOSSES.build(dict(type='CWDLoss', tau=4.0, loss_weight=3.0))
-    assert isinstance(built, CWDLoss) and built.tau == 4.0 and built.loss_weight == 3.0
+    built = DISTILL_LOSSES.build(dict(type='CWDLoss', tau=4.0))
+    assert isinstance(built, CWDLoss) and built.tau == 4.0
     assert CWDLoss.channel_args == ('student_channels', 'teacher_channels')
     assert CWDLoss.extra_inputs == ()

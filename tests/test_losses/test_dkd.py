@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import MessageHub
 
-from mmdistill.losses.dkd import DKDLoss, dkd_loss, warmup_factor
+from mmdistill.losses.dkd import DKDLoss, dkd_loss
 from mmdistill.registry import DISTILL_LOSSES
+from mmdistill.schedule import WeightSchedule
 
 
 def reference_dkd(logits_S, logits_T, target, alpha, beta, T):
@@ -65,7 +66,7 @@ def _inputs(n=6, k=10):
 @pytest.mark.parametrize('alpha,beta,T', [(1.0, 8.0, 4.0), (0.5, 2.0, 1.0), (2.0, 0.5, 2.5)])
 def test_matches_reference(alpha, beta, T):
     s, t, y = _inputs()
-    loss = DKDLoss(alpha=alpha, beta=beta, temperature=T, warmup=20)(s, t, y, epoch=20)
+    loss = DKDLoss(alpha=alpha, beta=beta, temperature=T)(s, t, y)
     assert loss.dim() == 0 and loss.dtype == torch.float64
     torch.testing.assert_close(loss, reference_dkd(s, t, y, alpha, beta, T), rtol=1e-6, atol=0)
     torch.testing.assert_close(loss, official_style_dkd(s, t, y, alpha, beta, T), rtol=1e-6,
@@ -94,7 +95,7 @@ def test_soft_labels_use_argmax():
     s, t, y = _inputs()
     soft = 0.7 * F.one_hot(y, 10).double() + 0.3 * torch.rand(6, 10, dtype=torch.float64) / 10
     assert torch.equal(soft.argmax(1), y)
-    loss = DKDLoss(warmup=0)
+    loss = DKDLoss()
     torch.testing.assert_close(loss(s, t, soft), loss(s, t, y), rtol=0, atol=0)
 
 
@@ -111,7 +112,7 @@ def test_gradients_reach_student_only():
     s, t, y = _inputs()
     s.requires_grad_(True)
     t.requires_grad_(True)
-    DKDLoss()(s, t, y, epoch=5).backward()
+    DKDLoss()(s, t, y).backward()
     assert s.grad is not None and s.grad.abs().sum() > 0
     assert t.grad is None
 
@@ -135,69 +136,68 @@ def test_half_precision_finite(scale):
     s = (torch.randn(4, 10) * scale).clamp(-6e4, 6e4).half()
     t = (torch.randn(4, 10) * scale).clamp(-6e4, 6e4).half()
     y = torch.randint(0, 10, (4, ))
-    out = DKDLoss(temperature=1.0, warmup=0)(s, t, y)
+    out = DKDLoss(temperature=1.0)(s, t, y)
     assert out.dtype == torch.float32 and torch.isfinite(out)
 
 
 # ----------------------------------------------------------------------------- warmup
+# DKD's warm-up min(epoch / warmup, 1) (1-based epochs) is the entry's weight_schedule.
+def _dkd_schedule(**cfg) -> WeightSchedule:
+    return WeightSchedule.build(cfg, 'model.distill_losses.dkd.weight_schedule')
 
 
 def test_warmup_factor_function():
-    assert warmup_factor(20, epoch=1) == (1 / 20, False)
-    assert warmup_factor(20, epoch=10) == (0.5, False)
-    assert warmup_factor(20, epoch=40) == (1.0, False)
-    assert warmup_factor(0, epoch=1) == (1.0, False)
-    assert warmup_factor(1, epoch=1) == (1.0, False)  # ImageNet setting: warmup 1
+    assert _dkd_schedule(warmup=20, by_epoch=True).factor(1) == 1 / 20
+    assert _dkd_schedule(warmup=20, by_epoch=True).factor(10) == 0.5
+    assert _dkd_schedule(warmup=20, by_epoch=True).factor(40) == 1.0
+    assert _dkd_schedule(warmup=0, by_epoch=True).factor(1) == 1.0
+    assert _dkd_schedule(warmup=1, by_epoch=True).factor(1) == 1.0  # ImageNet setting: warmup 1
+
+
+def test_shipped_configs_keep_dkds_warmup():
+    from mmengine.config import Config
+
+    from mmdistill.entries import parse_entry
+    for path, warmup in [('configs/dkd/dkd_resnet50_resnet18_1xb64_cifar100.py', 20),
+                         ('configs/dkd/dkd_resnet34_resnet18_8xb32_in1k.py', 1)]:
+        cfg = Config.fromfile(path).model.distill_losses.dkd
+        entry = parse_entry('dkd', cfg.to_dict())
+        assert entry.schedule == WeightSchedule(warmup=warmup, by_epoch=True)
 
 
 def test_warmup_from_message_hub(hub):
     s, t, y = _inputs()
     full = dkd_loss(s, t, y, 1.0, 8.0, 4.0)
-    loss = DKDLoss(warmup=20)
+    loss, schedule = DKDLoss(), _dkd_schedule(warmup=20, by_epoch=True)
     for epoch0, factor in [(0, 1 / 20), (9, 10 / 20), (19, 1.0), (30, 1.0)]:
         hub.update_info('epoch', epoch0)  # mmengine's epoch is 0-based
-        torch.testing.assert_close(loss(s, t, y), factor * full, rtol=1e-12, atol=0)
+        torch.testing.assert_close(schedule.current() * loss(s, t, y), factor * full,
+                                   rtol=1e-12, atol=0)
 
 
 def test_warmup_by_iter(hub):
     s, t, y = _inputs()
     full = dkd_loss(s, t, y, 1.0, 8.0, 4.0)
-    loss = DKDLoss(warmup=10, warmup_by='iter')
+    loss, schedule = DKDLoss(), _dkd_schedule(warmup=10)
     hub.update_info('epoch', 0)
     hub.update_info('iter', 4)
-    torch.testing.assert_close(loss(s, t, y), 0.5 * full, rtol=1e-12, atol=0)
+    torch.testing.assert_close(schedule.current() * loss(s, t, y), 0.5 * full, rtol=1e-12,
+                               atol=0)
     hub.update_info('iter', 100)
-    torch.testing.assert_close(loss(s, t, y), full, rtol=1e-12, atol=0)
-
-
-def test_explicit_epoch_overrides_hub(hub):
-    s, t, y = _inputs()
-    full = dkd_loss(s, t, y, 1.0, 8.0, 4.0)
-    hub.update_info('epoch', 0)
-    loss = DKDLoss(warmup=20)
-    torch.testing.assert_close(loss(s, t, y, epoch=20), full, rtol=1e-12, atol=0)
-    torch.testing.assert_close(loss(s, t, y, epoch=5), 0.25 * full, rtol=1e-12, atol=0)
+    torch.testing.assert_close(schedule.current() * loss(s, t, y), full, rtol=1e-12, atol=0)
 
 
 def test_no_hub_info_means_no_warmup(hub):
-    """Bare-tensor use: no epoch in the hub -> the warmup counts as done, with one warning."""
+    """Bare-tensor use: no epoch in the hub -> the warm-up counts as done."""
     s, t, y = _inputs()
-    full = dkd_loss(s, t, y, 1.0, 8.0, 4.0)
-    loss = DKDLoss(warmup=20)
-    with pytest.warns(UserWarning, match='warmup factor is taken as 1'):
-        out = loss(s, t, y)
-    torch.testing.assert_close(out, full, rtol=1e-12, atol=0)
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        loss(s, t, y)  # warned only once
-        DKDLoss(warmup=0)(s, t, y)  # no warmup: nothing to warn about
+    assert _dkd_schedule(warmup=20, by_epoch=True).current() == 1.0
+    torch.testing.assert_close(DKDLoss()(s, t, y), dkd_loss(s, t, y, 1.0, 8.0, 4.0),
+                               rtol=1e-12, atol=0)
 
 
 def test_registry_build_and_validation():
-    loss = DISTILL_LOSSES.build(dict(type='DKDLoss', alpha=1.0, beta=0.5, temperature=1.0,
-                                     warmup=1))
+    loss = DISTILL_LOSSES.build(dict(type='DKDLoss', alpha=1.0, beta=0.5, temperature=1.0))
     assert isinstance(loss, DKDLoss) and loss.beta == 0.5
     assert DKDLoss.extra_inputs == ('gt_labels', ) and DKDLoss.channel_args is None
-    with pytest.raises(ValueError):
-        DKDLoss(warmup_by='step')
+    with pytest.raises(TypeError):
+        DKDLoss(warmup=20)  # the warm-up is the entry's weight_schedule

@@ -20,7 +20,7 @@ from mmdistill.testing import RefConvReg, reference_fitnet
 def test_matches_mdistiller(s_shape, t_shape, use_relu):
     ref = RefConvReg(s_shape, t_shape, use_relu=use_relu).double()
     same = s_shape[2:] == t_shape[2:]
-    ours = FitNetLoss(s_shape[1], t_shape[1], loss_weight=100.0,
+    ours = FitNetLoss(s_shape[1], t_shape[1],
                       student_hw=None if same else s_shape[2:],
                       teacher_hw=None if same else t_shape[2:], use_relu=use_relu).double()
     with torch.no_grad():
@@ -33,7 +33,7 @@ def test_matches_mdistiller(s_shape, t_shape, use_relu):
         ref.train(train)
         ours.train(train)
         expected = reference_fitnet(ref, S, T, 100.0)
-        got = ours(S, T)
+        got = 100.0 * ours(S, T)
         assert got.dtype == torch.float64
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
     torch.testing.assert_close(ours.bn.running_mean, ref.bn.running_mean)
@@ -42,7 +42,7 @@ def test_matches_mdistiller(s_shape, t_shape, use_relu):
 def test_hand_computed():
     # Cs = Ct = 1, N = 2, 1x1 maps; conv = identity; BN (train) turns [1, 3] into
     # [-1, 1] / sqrt(1 + eps); ReLU -> [0, 1 / sqrt(1 + eps)]; T = [0.5, 0.5].
-    loss = FitNetLoss(1, 1, loss_weight=4.0).double()
+    loss = FitNetLoss(1, 1).double()
     with torch.no_grad():
         loss.conv.weight.fill_(1.0)
         loss.conv.bias.zero_()
@@ -50,7 +50,7 @@ def test_hand_computed():
     T = torch.full((2, 1, 1, 1), 0.5, dtype=torch.float64)
     b = 1 / math.sqrt(1 + 1e-5)
     expected = 4.0 * ((0 - 0.5)**2 + (b - 0.5)**2) / 2
-    assert loss(S, T).item() == pytest.approx(expected, rel=1e-12)
+    assert 4.0 * loss(S, T).item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_gradients():
@@ -92,8 +92,8 @@ def test_errors_and_registry():
     with pytest.raises(ValueError, match=r'\(2, 6, 8, 8\).*\(2, 6, 4, 4\).*student_hw'):
         loss(torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4))
     built = DISTILL_LOSSES.build(dict(type='FitNetLoss', student_channels=4,
-                                      teacher_channels=8, loss_weight=100.0))
-    assert isinstance(built, FitNetLoss) and built.loss_weight == 100.0
+                                      teacher_channels=8))
+    assert isinstance(built, FitNetLoss) and built.conv.out_channels == 8
     assert FitNetLoss.channel_args == ('student_channels', 'teacher_channels')
     assert FitNetLoss.extra_inputs == ()
 
@@ -103,13 +103,13 @@ def test_tutorial_regressor():
     Conv2d(Cs, Ct, 3, padding=1), and its nn.MSELoss."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(16, 32, kernel_size=3, padding=1).double()
-    ours = FitNetLoss(16, 32, loss_weight=0.25, kernel_size=3, use_bn=False,
+    ours = FitNetLoss(16, 32, kernel_size=3, use_bn=False,
                       use_relu=False).double()
     ours.conv.load_state_dict(conv.state_dict())
     S = torch.randn(4, 16, 8, 8, dtype=torch.float64)
     T = torch.randn(4, 32, 8, 8, dtype=torch.float64)
     expected = 0.25 * torch.nn.MSELoss()(conv(S), T)
-    torch.testing.assert_close(ours(S, T), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(0.25 * ours(S, T), expected, rtol=1e-12, atol=0)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ours.modules())
     with pytest.raises(ValueError, match='kernel_size must be odd'):
         FitNetLoss(16, 32, kernel_size=2)

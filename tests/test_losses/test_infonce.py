@@ -22,7 +22,7 @@ def test_matches_the_definition():
     g = torch.Generator().manual_seed(0)
     s = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
     t = s.detach() + 0.3 * torch.randn(6, 5, generator=g, dtype=torch.float64)
-    loss = InfoNCELoss(temperature=0.2, loss_weight=2.0)(s, t)
+    loss = 2.0 * InfoNCELoss(temperature=0.2)(s, t)
     assert float(loss) == pytest.approx(2.0 * reference(s.detach(), t, 0.2), rel=1e-10)
     loss.backward()
     assert s.grad.abs().sum() > 0

@@ -45,7 +45,7 @@ def test_matches_mmdet_kd_loss_at_the_foreground(area_weight):
                         requires_grad=True)
     gt, shape = boxes(g), (48, 64)
     loss = DISTILL_LOSSES.build(dict(type='LDLoss', area_weight=area_weight))
-    value = loss(s, t, gt, shape)
+    value = 0.25 * loss(s, t, gt, shape)  # the entry's loss_weight of the LD configs
     ref = reference(s, t, gt, shape, binary=not area_weight)
     # mmdet divides by avg_factor + float32 eps
     assert float(value) == pytest.approx(float(ref), rel=1e-6)
@@ -58,8 +58,11 @@ def test_matches_mmdet_kd_loss_at_the_foreground(area_weight):
 
 
 def test_defaults_are_mmdet_ld_configs():
+    from mmengine.config import Config
     loss = LDLoss()
-    assert (loss.loss_weight, loss.T, loss.reg_max) == (0.25, 10.0, 16)
+    assert (loss.T, loss.reg_max) == (10.0, 16)
+    cfg = Config.fromfile('configs/ld/ld_gfl_r101-fpn_gfl_r18-fpn_1x_coco.py')
+    assert [e.loss_weight for e in cfg.model.distill_losses.values()] == [0.25]
 
 
 def test_half_precision_and_bad_taps():

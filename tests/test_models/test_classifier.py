@@ -49,7 +49,7 @@ def logits(model, inputs):
 def test_train_step_kd_dkd(teacher_ckpt):
     model = build(teacher_ckpt, dict(
         kd=KD, dkd=dict(type='DKDLoss', student='head.fc', teacher='head.fc', alpha=1.0,
-                        beta=8.0, temperature=4.0, warmup=20)))
+                        beta=8.0, temperature=4.0, weight_schedule=dict(warmup=20))))
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.1)))
     in_optim = {id(p) for g in optim.optimizer.param_groups for p in g['params']}
     assert not in_optim & {id(p) for p in model.teacher.parameters()}
@@ -65,7 +65,7 @@ def test_train_step_kd_dkd(teacher_ckpt):
 
 def test_kd_and_dkd_values_match_logits(teacher_ckpt):
     model = build(teacher_ckpt, dict(
-        kd=KD, dkd=dict(type='DKDLoss', student='head', teacher='head', warmup=0)))
+        kd=KD, dkd=dict(type='DKDLoss', student='head', teacher='head')))
     model.eval()  # BN in eval: the recorded logits equal a fresh forward
     batch = cls_batch()
     data = model.data_preprocessor(batch, False)
@@ -78,8 +78,7 @@ def test_kd_and_dkd_values_match_logits(teacher_ckpt):
 
 
 def test_soft_labels_from_mixup_reach_the_loss(teacher_ckpt):
-    model = build(teacher_ckpt, dict(dkd=dict(type='DKDLoss', student='head', teacher='head',
-                                              warmup=0)))
+    model = build(teacher_ckpt, dict(dkd=dict(type='DKDLoss', student='head', teacher='head')))
     batch = cls_batch(soft=True)
     labels = model._extra_inputs('gt_labels', batch['data_samples'])
     assert labels.shape == (4, 10) and labels.dtype.is_floating_point
@@ -95,7 +94,8 @@ def test_soft_labels_from_mixup_reach_the_loss(teacher_ckpt):
 def test_sdd_local_logits_use_each_models_classifier(teacher_ckpt):
     from mmdistill.losses.sdd import SDDLoss
     model = build(teacher_ckpt, dict(sdd=dict(type='SDDLoss', student='backbone[-1]',
-                                              teacher='backbone[-1]', temperature=4.0)))
+                                              teacher='backbone[-1]', temperature=4.0,
+                                              classifier='head.fc')))
     model.eval()
     batch = cls_batch()
     data = model.data_preprocessor(batch, False)
@@ -182,8 +182,12 @@ def test_sdd_without_classifier_layer_rejected(teacher_ckpt):
     with pytest.raises(ValueError, match=r'model.distill_losses.sdd.classifier.*head.cls'):
         build(teacher_ckpt, dict(sdd=dict(type='SDDLoss', student='backbone[-1]',
                                           teacher='backbone[-1]', classifier='head.cls')))
-    with pytest.raises(ValueError, match=r'sdd.classifier.*not the nn.Linear'):
+    with pytest.raises(ValueError, match=r'sdd.*classifier.*not the nn.Linear'):
         build(teacher_ckpt, dict(sdd=dict(type='SDDLoss', student='backbone[-1]',
                                           teacher='backbone[-1]', classifier='head.loss_module')))
     with pytest.raises(ValueError, match=r'sdd.student: SDD needs the last feature map'):
-        build(teacher_ckpt, dict(sdd=dict(type='SDDLoss', student='neck', teacher='neck')))
+        build(teacher_ckpt, dict(sdd=dict(type='SDDLoss', student='neck', teacher='neck',
+                                          classifier='head.fc')))
+    with pytest.raises(ValueError, match=r"sdd.student: without classifier .* classifier='head"):
+        build(teacher_ckpt, dict(sdd=dict(type='SDDLoss', student='backbone[-1]',
+                                          teacher='backbone[-1]')))

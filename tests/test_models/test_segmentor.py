@@ -75,7 +75,7 @@ def test_cwd_on_logits_equals_loss_on_recorded_maps(models):
         losses = model.loss(**copy.deepcopy(data))
         s_logits = model.student.decode_head(model.student.extract_feat(data['inputs']))
         t_logits = model.teacher.decode_head(model.teacher.extract_feat(data['inputs']))
-    ref = CWDLoss(tau=1.0, loss_weight=5.0)(s_logits, t_logits)
+    ref = 5.0 * CWDLoss(tau=1.0)(s_logits, t_logits)
     torch.testing.assert_close(losses['loss_cwd'], ref, rtol=1e-5, atol=0)
 
 

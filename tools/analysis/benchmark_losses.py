@@ -112,15 +112,15 @@ def ref_mgd(m: MGDLoss, preds_S, preds_T):
 
 def ref_cwd(m: CWDLoss, preds_S, preds_T):
     preds_S = m.align(preds_S) if m.align is not None else preds_S
-    return reference_cwd(preds_S, preds_T, m.tau, m.loss_weight)
+    return reference_cwd(preds_S, preds_T, m.tau, 1.0)
 
 
 def ref_fitnet(m: FitNetLoss, preds_S, preds_T):
-    return reference_fitnet(_fitnet_twin(m, preds_S, preds_T), preds_S, preds_T, m.loss_weight)
+    return reference_fitnet(_fitnet_twin(m, preds_S, preds_T), preds_S, preds_T, 1.0)
 
 
 def ref_at(m: ATLoss, preds_S, preds_T):
-    return m.loss_weight * reference_at(preds_S, preds_T, m.p)
+    return reference_at(preds_S, preds_T, m.p)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -153,14 +153,14 @@ CASES = [
     Case('FGD', _fgd, ref_fgd, extra=True),
     Case('MGD', lambda c: MGDLoss(c, c, alpha_mgd=2e-5, lambda_mgd=0.65), ref_mgd, seeded=True,
          conv_flops=lambda n, c, hw: 2 * (2 * n * hw * c * c * 9)),
-    Case('CWD', lambda c: CWDLoss(tau=1.0, loss_weight=10.0), ref_cwd),
-    Case('FitNet', lambda c: FitNetLoss(c, c, loss_weight=100.0), ref_fitnet,
+    Case('CWD', lambda c: CWDLoss(tau=1.0), ref_cwd),
+    Case('FitNet', lambda c: FitNetLoss(c, c), ref_fitnet,
          conv_flops=lambda n, c, hw: 2 * n * hw * c * c),
-    Case('AT', lambda c: ATLoss(p=2, loss_weight=1000.0), ref_at),
+    Case('AT', lambda c: ATLoss(p=2), ref_at),
     Case('FGD-compiled', lambda c: _fgd(c, compiled=True), ref_fgd, extra=True, compiled=True),
-    Case('CWD-compiled', lambda c: CWDLoss(tau=1.0, loss_weight=10.0, compiled=True), ref_cwd,
+    Case('CWD-compiled', lambda c: CWDLoss(tau=1.0, compiled=True), ref_cwd,
          compiled=True),
-    Case('AT-compiled', lambda c: ATLoss(p=2, loss_weight=1000.0, compiled=True), ref_at,
+    Case('AT-compiled', lambda c: ATLoss(p=2, compiled=True), ref_at,
          compiled=True),
 ]
 
