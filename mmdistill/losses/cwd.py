@@ -11,6 +11,9 @@ distribution is pulled towards the teacher's by KL divergence::
     p_T  = softmax(T.view(N*C, H*W) / tau)
     loss = tau^2 * sum(p_T * (log p_T - log_softmax(S.view(N*C, H*W) / tau)))
            / (N * C)
+
+:func:`channel_kl` is the divergence as defined; ``compiled=True`` takes the fast form,
+:mod:`mmdistill.losses.fast.cwd`.
 """
 from __future__ import annotations
 
@@ -19,48 +22,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdistill.losses.base import DistillLoss
-from mmdistill.losses.compiled import compiled, value_and_grad
+from mmdistill.losses.fast.cwd import scaled_channel_kl
 from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
 
 
 def channel_kl(logits_S: torch.Tensor, logits_T: torch.Tensor, tau: float) -> torch.Tensor:
-    """``sum(p_T * (log p_T - log p_S))`` of the row softmaxes of ``(N*C, H*W)`` logits / tau."""
+    """The paper's divergence, summed over channels: ``sum(p_T * (log p_T - log p_S))``.
+
+    Args:
+        logits_S: ``(N*C, H*W)`` student map, one channel per row.
+        logits_T: ``(N*C, H*W)`` teacher map.
+        tau: Temperature; ``p = softmax(logits / tau)`` over each row's ``H*W`` locations.
+
+    Returns:
+        Scalar, the KL divergences of all ``N*C`` rows summed.
+    """
     if tau != 1:  # x / 1 == x: skip a pass (and its backward) at the usual tau = 1
         logits_T = logits_T / tau
         logits_S = logits_S / tau
     log_p_T = F.log_softmax(logits_T, dim=1)
     log_p_S = F.log_softmax(logits_S, dim=1)
     return (log_p_T.exp() * (log_p_T - log_p_S)).sum()
-
-
-@compiled
-def channel_kl_and_grad(logits_S: torch.Tensor, logits_T: torch.Tensor, tau: float, scale: float,
-                        want_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``scale * channel_kl(S, T, tau)`` and its gradient w.r.t. ``S`` (``(N*C, H*W)``) at once.
-
-    With ``s = S / tau``, ``e_s = exp(s - max s)``, ``Z_s = sum e_s`` per row (same for ``t``)::
-
-        KL_row = sum(e_t (t - s)) / Z_t + log Z_s + max s - log Z_t - max t
-        d KL_row / d S = (e_s / Z_s - e_t / Z_t) / tau
-
-    Compiled, each row is read once into cache and its exponentials kept there, so the maps are
-    read once and the gradient written once, two exponentials per element.
-    """
-    inv_tau = 1.0 / tau
-    s = logits_S * inv_tau
-    t = logits_T * inv_tau
-    max_s = s.amax(1, keepdim=True)
-    max_t = t.amax(1, keepdim=True)
-    exp_s = torch.exp(s - max_s)
-    exp_t = torch.exp(t - max_t)
-    z_s = exp_s.sum(1, keepdim=True)
-    z_t = exp_t.sum(1, keepdim=True)
-    kl = ((exp_t * (t - s)).sum(1, keepdim=True) / z_t
-          + (max_s + torch.log(z_s)) - (max_t + torch.log(z_t))).sum()
-    if not want_grad:
-        return kl * scale, None
-    return kl * scale, (exp_s / z_s - exp_t / z_t) * (scale * inv_tau)
 
 
 @DISTILL_LOSSES.register_module()
@@ -73,10 +56,10 @@ class CWDLoss(DistillLoss):
         student_channels: Channels of the student map ``Cs``; with ``teacher_channels`` given
             and different, a 1x1 ``align`` conv maps the student to ``Ct`` channels first.
         teacher_channels: Channels of the teacher map ``Ct``.
-        compiled: compute the divergence and its gradient w.r.t. the student in one compiled
-            pass (:func:`channel_kl_and_grad`, :mod:`mmdistill.losses.compiled`); the same
-            values, near the memory-traffic bound, compiled once on first use; the eager form
-            where compiling is not possible.
+        compiled: take the fast form (:mod:`mmdistill.losses.fast.cwd`): the divergence and
+            its gradient w.r.t. the student in one compiled pass, the same values, compiled once
+            on first use (its eager form where compiling is not possible). Default False: the
+            definition, :func:`channel_kl`, through autograd.
 
     Shapes:
         preds_S: ``(N, Cs, H, W)`` student map.
@@ -138,7 +121,6 @@ class CWDLoss(DistillLoss):
         logits_S, logits_T = preds_S.reshape(N * C, H * W), preds_T.reshape(N * C, H * W)
         if self.compiled:
             scale = self.tau**2 / (N * C)
-            return value_and_grad(channel_kl_and_grad, logits_S, logits_T, self.tau, scale,
-                                  compiled=True)
+            return scaled_channel_kl(logits_S, logits_T, self.tau, scale)
         loss = channel_kl(logits_S, logits_T, self.tau) * (self.tau**2)
         return loss / (N * C)

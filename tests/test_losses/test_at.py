@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mmdistill.losses.at import ATLoss
+from mmdistill.losses.at import ATLoss, attention_map
 from mmdistill.registry import DISTILL_LOSSES
 from mmdistill.testing import reference_at
 
@@ -93,3 +93,24 @@ def test_errors_and_registry():
     assert isinstance(built, ATLoss) and built.p == 2
     assert ATLoss.channel_args is None
     assert ATLoss.extra_inputs == ()
+
+
+@pytest.mark.parametrize('compiled', [False, True], ids=['eager', 'compiled'])
+@pytest.mark.parametrize('p', [2, 3, 1.5])
+def test_fast_form_matches_definition(p, compiled, monkeypatch):
+    """The fast channel mean (one-pass backward; compiled: its kernels, eager where compiling
+    fails) against the definition, attention_map through autograd, in float64."""
+    S = torch.rand(3, 4, 8, 8, dtype=torch.float64) + 0.05
+    T = torch.rand(3, 6, 8, 8, dtype=torch.float64)
+    loss = ATLoss(p=p, compiled=compiled)
+    grads, outs = [], []
+    for fast_form in (True, False):
+        monkeypatch.setattr(ATLoss, 'fast_form', fast_form)
+        s = S.clone().requires_grad_()
+        out = loss(s, T)
+        (1.7 * out).backward()
+        outs.append(out.detach())
+        grads.append(s.grad)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(ATLoss(p=p).attention(S), attention_map(S, p), rtol=1e-12, atol=0)

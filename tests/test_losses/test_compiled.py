@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from mmdistill.losses.at import ATLoss
-from mmdistill.losses.compiled import CompiledFn, value_and_grad
-from mmdistill.losses.cwd import CWDLoss, channel_kl, channel_kl_and_grad
+from mmdistill.losses.cwd import CWDLoss, channel_kl
+from mmdistill.losses.fast.compiled import CompiledFn
+from mmdistill.losses.fast.cwd import channel_kl_and_grad
+from mmdistill.losses.fast.value_and_grad import value_and_grad
 from mmdistill.losses.fgd import FGDLoss
 
 LEVELS = [(2, 4, 9, 13), (2, 4, 5, 7), (2, 4, 3, 4), (2, 4, 2, 2), (2, 4, 1, 1)]
