@@ -101,7 +101,7 @@ class BaseDistiller(BaseModel):
         #: the measured weights of the entries with ``auto_weight`` (buffers: in checkpoints)
         self.auto_weights = nn.ModuleDict()
         #: the teachers by name (``'teacher'`` for ``model.teacher``); not submodules
-        self.frozen_teachers: dict[str, Teacher] = {}
+        self.teachers: dict[str, Teacher] = {}
         #: called in every :meth:`loss` with the student's losses and the weighted distillation
         #: losses, before they are summed (e.g. DistillBalanceHook's measurement)
         self.loss_observers: list[Callable[[dict, dict], None]] = []
@@ -123,7 +123,7 @@ class BaseDistiller(BaseModel):
         for name, (key, spec) in specs.items():
             taps = [(t, e.key + '.teacher') for e in self.entries if e.teacher_name == name
                     for t in e.teacher_taps]
-            self.frozen_teachers[name] = Teacher.build(
+            self.teachers[name] = Teacher.build(
                 self.registry, spec, taps, self.student, teacher_autocast, teacher_channels_last,
                 key)
         needed = {x for e in self.entries for x in e.extra_inputs}
@@ -137,25 +137,16 @@ class BaseDistiller(BaseModel):
         self._dry_run(dry_run_shape or self.default_dry_run_shape)
 
     @property
-    def frozen_teacher(self) -> Teacher | None:
-        """The only teacher (None with ``skip_teacher``); with several, see ``frozen_teachers``."""
-        if len(self.frozen_teachers) > 1:
+    def teacher(self) -> Teacher | None:
+        """The only teacher (None with ``skip_teacher``); with several, see ``teachers``."""
+        if len(self.teachers) > 1:
             raise RuntimeError(f'this distiller has several teachers '
-                               f'{list(self.frozen_teachers)}: use frozen_teachers[name]')
-        return next(iter(self.frozen_teachers.values()), None)
-
-    @property
-    def teacher(self) -> nn.Module | None:
-        """The only teacher's model (not a registered submodule)."""
-        return None if self.frozen_teacher is None else self.frozen_teacher.model
-
-    @property
-    def teacher_checkpoint(self) -> str | None:
-        return None if self.frozen_teacher is None else self.frozen_teacher.checkpoint
+                               f'{list(self.teachers)}: use teachers[name]')
+        return next(iter(self.teachers.values()), None)
 
     def teacher_of(self, entry: LossEntry) -> Teacher:
         """The teacher a loss entry distils from."""
-        return self.frozen_teachers[entry.teacher_name]
+        return self.teachers[entry.teacher_name]
 
     @contextmanager
     def _recording(self, teachers: Iterable[Teacher]) -> Iterator[None]:
@@ -176,14 +167,14 @@ class BaseDistiller(BaseModel):
         self.student.eval()
         wrapper = type(self).__name__
         try:
-            with self._recording(self.frozen_teachers.values()):
+            with self._recording(self.teachers.values()):
                 def run() -> None:
                     run_to_scope(self.student, self._student_scope, inputs, samples)
-                    for teacher in self.frozen_teachers.values():
+                    for teacher in self.teachers.values():
                         teacher.run(inputs, samples, autocast=False)  # as before: fp32
 
                 copied = run_recorded([self._student_rec] + [
-                    t.recorder for t in self.frozen_teachers.values()], run)
+                    t.recorder for t in self.teachers.values()], run)
                 if copied:
                     print_log(f'{wrapper}: the models change the outputs of taps {copied} in '
                               'place after they are recorded; recording copies of them',
@@ -196,7 +187,7 @@ class BaseDistiller(BaseModel):
                 for entry in self.entries:
                     check_entry(entry, self.distill_losses[entry.name], *feats[entry.name],
                                 self.provided_inputs, wrapper)
-                for name, teacher in self.frozen_teachers.items():
+                for name, teacher in self.teachers.items():
                     teacher.keep_only(t for e in self.entries if e.teacher_name == name
                                       for t in e.teacher_taps)
         finally:
@@ -279,12 +270,12 @@ class BaseDistiller(BaseModel):
         if self.skip_teacher:
             return self.student.loss(inputs, data_samples)
         if self.training:
-            for teacher in self.frozen_teachers.values():
+            for teacher in self.teachers.values():
                 teacher.update_average(self.student)
         factors = [entry.factor() for entry in self.entries]
         active = {e.teacher_name for e, f in zip(self.entries, factors) if f}
-        with self._recording(self.frozen_teachers.values()):
-            for name, teacher in self.frozen_teachers.items():
+        with self._recording(self.teachers.values()):
+            for name, teacher in self.teachers.items():
                 if name in active:  # a teacher whose entries all stopped (or none) need not run
                     teacher.run(inputs, data_samples)
             losses = self.student.loss(inputs, data_samples)
@@ -325,14 +316,14 @@ class BaseDistiller(BaseModel):
     # ------------------------------------------------------------------ teacher handling
     def train(self, mode: bool = True) -> 'BaseDistiller':
         super().train(mode)
-        for teacher in self.frozen_teachers.values():
+        for teacher in self.teachers.values():
             teacher.model.eval()
         return self
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
-        for teacher in getattr(self, 'frozen_teachers', {}).values():
-            teacher.apply(fn, *args, **kwargs)
+        for teacher in getattr(self, 'teachers', {}).values():
+            teacher.convert_tensors(fn, *args, **kwargs)
         return self
 
     def init_weights(self) -> None:
@@ -345,7 +336,7 @@ class BaseDistiller(BaseModel):
 
     def inherit_from_teacher(self, prefixes: tuple[str, ...] | list[str]) -> list[str]:
         """Copy teacher parameters under ``prefixes`` into the student where shapes match."""
-        return inherit_weights(self.teacher, self.student, prefixes)
+        return inherit_weights(self.teacher.model, self.student, prefixes)
 
 
 def distiller_of(model: nn.Module) -> BaseDistiller | None:

@@ -74,8 +74,8 @@ def build(ckpt, losses):
 
 def fresh_losses(model, data):
     """The task losses and the unweighted KD value of a fresh forward of ``data``."""
-    with model._recording(model.frozen_teachers.values()):
-        model.frozen_teacher.run(data['inputs'], data['data_samples'])
+    with model._recording(model.teachers.values()):
+        model.teacher.run(data['inputs'], data['data_samples'])
         task = model.student.loss(data['inputs'], data['data_samples'])
         fs, ft = model._entry_feats(model.entries[0])
         return task, model.distill_losses['kd'][0](fs[0], ft[0].detach())

@@ -111,7 +111,7 @@ def test_wrapper_scales_each_entry_by_its_factor(teacher_ckpt):
 def test_stopped_entries_skip_the_teacher_and_give_zero_gradients(teacher_ckpt):
     model = _build(teacher_ckpt, dict(stop=2))
     calls = []
-    model.teacher.backbone.register_forward_hook(lambda *args: calls.append(1))
+    model.teacher.model.backbone.register_forward_hook(lambda *args: calls.append(1))
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.1)))
     hub = MessageHub.get_instance('test_schedule_stop')
     model.train()

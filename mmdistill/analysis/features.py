@@ -36,7 +36,7 @@ def tap_pairs(model, taps: list[str] | None) -> list[tuple[str, str, str]]:
                 if (str(s), str(t), entry.teacher_name) not in pairs:
                     pairs.append((str(s), str(t), entry.teacher_name))
         return pairs
-    names = list(model.frozen_teachers)
+    names = list(model.teachers)
     pairs = []
     for spec in taps:
         spec, _, name = spec.partition('@')
@@ -56,13 +56,13 @@ def paired_features(model, pairs: list[tuple[str, str, str]]) -> Iterator:
     :func:`tap_pairs` (the key names the teacher too when there are several)."""
     s_taps = [(Tap.parse(s), f'student {s}') for s, _, _ in pairs]
     t_taps = [(Tap.parse(t), f'teacher {t}') for _, t, _ in pairs]
-    used = {name: model.frozen_teachers[name] for _, _, name in pairs}
+    used = {name: model.teachers[name] for _, _, name in pairs}
     s_rec = FeatureRecorder(model.student, s_taps, 'student')
     t_recs = {name: FeatureRecorder(teacher.model, [tap for tap, (_, _, n) in zip(t_taps, pairs)
                                                     if n == name], 'teacher')
               for name, teacher in used.items()}
     scope = scope_of(t for t, _ in s_taps)
-    several = len(model.frozen_teachers) > 1
+    several = len(model.teachers) > 1
 
     @torch.no_grad()
     def features(batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -82,7 +82,7 @@ class DistillStateHook(Hook):
         """``{teacher name: dict(path, sha256)}`` of the teachers loaded from local files."""
         model = distiller_of(runner.model)
         hashes = {}
-        for name, teacher in (model.frozen_teachers.items() if model is not None else ()):
+        for name, teacher in (model.teachers.items() if model is not None else ()):
             path = teacher.checkpoint
             if path and '://' not in path:
                 if path not in self._teacher_sha:

@@ -27,7 +27,7 @@ from mmpretrain.utils import register_all_modules  # noqa: E402
 
 import mmdistill  # noqa: E402,F401
 from mmdistill.recorder import Tap, find_module  # noqa: E402
-from mmdistill.teacher import build_teacher, load_config, model_config  # noqa: E402
+from mmdistill.teacher import build_teacher, load_teacher_config, model_config  # noqa: E402
 from tests.utils import cls_batch  # noqa: E402
 
 from tests.conftest import use_scope  # noqa: E402
@@ -177,7 +177,7 @@ def test_losses_are_registered_and_buildable(name):
 @pytest.mark.parametrize('name', NAMES)
 def test_teacher_config_resolves(name):
     cfg, recipe = _load(name), RECIPES[name]
-    full = load_config(cfg.model.teacher.config, 'model.teacher.config')
+    full = load_teacher_config(cfg.model.teacher.config, 'model.teacher.config')
     teacher = model_config(full)
     assert MODELS.get(teacher['type']) is not None
     assert teacher['head']['num_classes'] == cfg.model.student.head.num_classes \
@@ -244,7 +244,7 @@ def teacher_ckpts(tmp_path_factory):
         if config not in cache:
             torch.manual_seed(0)
             with DefaultScope.overwrite_default_scope('mmpretrain'):
-                model = MODELS.build(model_config(load_config(config, 'teacher')))
+                model = MODELS.build(model_config(load_teacher_config(config, 'teacher')))
             path = str(tmp_path_factory.mktemp('teachers') / 'teacher.pth')
             torch.save({'state_dict': model.state_dict()}, path)
             cache[config] = path
@@ -276,7 +276,7 @@ def test_distill_step_with_real_teacher_architecture(name, teacher_ckpts):
     log = model.train_step(batch, optim)
     for key in recipe['losses']:
         assert torch.isfinite(log[f'loss_{key}']), key
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(p.grad is None for p in model.teacher.model.parameters())
 
 
 def test_teacher_built_from_config_gets_its_normalisation(teacher_ckpts):
@@ -305,7 +305,7 @@ def test_ema_and_multi_teacher_configs_build_and_step(name, teacher_ckpts):
     model_cfg.student = _student_cfg(cfg)
     model_cfg.dry_run_shape = (64, 64)
     for spec in model_cfg.get('teachers', {}).values():
-        full = load_config(spec.config, 'teacher')
+        full = load_teacher_config(spec.config, 'teacher')
         assert plain(full.data_preprocessor) == plain(cfg.data_preprocessor)
         spec.checkpoint = teacher_ckpts(spec.config)
     for key, entry in cfg.model.distill_losses.items():
@@ -319,13 +319,13 @@ def test_ema_and_multi_teacher_configs_build_and_step(name, teacher_ckpts):
     log = model.train_step(cls_batch(n=2, num_classes=1000, size=64), optim)
     for key in cfg.model.distill_losses:
         assert torch.isfinite(log[f'loss_{key}']), key
-    for teacher in model.frozen_teachers.values():
+    for teacher in model.teachers.values():
         assert all(p.grad is None for p in teacher.model.parameters())
     if name == EMA:
         assert plain(cfg.model.teacher) == dict(ema=dict(momentum=0.0002, update_buffers=True))
-        assert int(model.frozen_teacher.ema.steps) == 1
+        assert int(model.teacher.ema.steps) == 1
         assert 'teacher.steps' in model.state_dict()
     else:
-        depths = {n: t.model.backbone.depth for n, t in model.frozen_teachers.items()}
+        depths = {n: t.model.backbone.depth for n, t in model.teachers.items()}
         assert depths == dict(r34=34, r50=50)
         assert [e.teacher_name for e in model.entries] == ['r34', 'r50']

@@ -25,7 +25,7 @@ import mmdistill  # noqa: E402,F401
 from mmdistill.losses.base import contract  # noqa: E402
 from mmdistill.recorder import Tap, find_module  # noqa: E402
 from mmdistill.registry import DISTILL_LOSSES  # noqa: E402
-from mmdistill.teacher import load_config, model_config  # noqa: E402
+from mmdistill.teacher import load_teacher_config, model_config  # noqa: E402
 from tests.utils import det_batch  # noqa: E402
 
 from tests.conftest import use_scope  # noqa: E402
@@ -161,7 +161,7 @@ def test_losses_are_registered_and_buildable(name):
 @pytest.mark.parametrize('name', NAMES)
 def test_teacher_config_resolves(name):
     cfg = _load(name)
-    teacher = model_config(load_config(cfg.model.teacher.config, 'model.teacher.config'))
+    teacher = model_config(load_teacher_config(cfg.model.teacher.config, 'model.teacher.config'))
     assert MODELS.get(teacher['type']) is not None
     student = cfg.model.student
     # FPN taps pair level by level: same width and number of levels on both sides
@@ -228,10 +228,10 @@ def test_distill_step_with_stand_in_teacher(name, tmp_path):
         copied = model.inherit_from_teacher(model.init_student_prefixes)
         assert copied and not any(k.startswith('backbone.') for k in copied)
         assert torch.equal(model.student.neck.fpn_convs[0].conv.weight,
-                           model.teacher.neck.fpn_convs[0].conv.weight)
+                           model.teacher.model.neck.fpn_convs[0].conv.weight)
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
     model.train()
     log = model.train_step(det_batch(n=2, size=(96, 128), num_classes=80), optim)
     for key in recipe['losses']:
         assert torch.isfinite(log[f'loss_{key}']) and log[f'loss_{key}'] > 0, key
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(p.grad is None for p in model.teacher.model.parameters())

@@ -24,7 +24,7 @@ from mmseg.utils import register_all_modules  # noqa: E402
 
 import mmdistill  # noqa: E402,F401
 from mmdistill.recorder import Tap, find_module  # noqa: E402
-from mmdistill.teacher import load_config, model_config  # noqa: E402
+from mmdistill.teacher import load_teacher_config, model_config  # noqa: E402
 
 from tests.conftest import use_scope  # noqa: E402
 from tests.test_configs.common import check_distill_config, loss_kwargs, plain, taps  # noqa: E402
@@ -131,7 +131,7 @@ def test_official_recipe(name):
 @pytest.mark.parametrize('name', NAMES)
 def test_teacher_config_resolves(name):
     cfg = _load(name)
-    teacher = model_config(load_config(cfg.model.teacher.config, 'model.teacher.config'))
+    teacher = model_config(load_teacher_config(cfg.model.teacher.config, 'model.teacher.config'))
     assert MODELS.get(teacher['type']) is not None
     student = cfg.model.student
     assert teacher['backbone']['depth'] == 101
@@ -170,8 +170,8 @@ def test_student_builds_and_taps_exist(name):
 def r101_teacher_ckpt(tmp_path_factory):
     """A PSPNet R101-d8 Cityscapes teacher with random weights (both teacher configs of the
     recipes build this same architecture)."""
-    cfg = model_config(load_config(PSP_R101_80K, 'teacher'))
-    assert plain(cfg) == plain(model_config(load_config(PSP_R101_40K, 'teacher')))
+    cfg = model_config(load_teacher_config(PSP_R101_80K, 'teacher'))
+    assert plain(cfg) == plain(model_config(load_teacher_config(PSP_R101_40K, 'teacher')))
     torch.manual_seed(0)
     # a module fixture runs before the function-scoped scope fixture: name the scope here
     with DefaultScope.overwrite_default_scope('mmseg'):
@@ -193,10 +193,10 @@ def test_distill_segmentor_builds_with_real_teacher(name, r101_teacher_ckpt):
     model = MODELS.build(model_cfg)
     assert sorted(model.distill_losses) == sorted(RECIPES[name]['losses'])
     # logit taps: the teacher runs up to its decode head
-    assert model.frozen_teacher.scope == 'full'
+    assert model.teacher.scope == 'full'
     assert all(len(v) == 1 for v in model.distill_losses.values())
     if 'mgd_fea' in model.distill_losses:
         align = model.distill_losses['mgd_fea'][0].align
         assert (align.in_channels, align.out_channels) == (512, 2048)
-    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert not any(p.requires_grad for p in model.teacher.model.parameters())
     assert not any(k.startswith('teacher.') for k in model.state_dict())

@@ -99,13 +99,14 @@ def test_toy_loss_trains_with_every_wrapper(task, tmp_path):
     assert len(modules) == levels
     assert all(isinstance(m.align, nn.Conv2d) for m in modules)  # channels differ: filled in
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.1)))
-    teacher_before = copy.deepcopy(model.teacher.state_dict())
+    teacher_before = copy.deepcopy(model.teacher.model.state_dict())
     align_before = modules[0].align.weight.detach().clone()
     model.train()
     log = model.train_step(batch(), optim)
     assert torch.isfinite(log['loss_toy']) and log['loss_toy'] > 0
     assert not torch.equal(modules[0].align.weight, align_before)  # trained with the student
-    assert all(torch.equal(v, teacher_before[k]) for k, v in model.teacher.state_dict().items())
+    assert all(torch.equal(v, teacher_before[k])
+               for k, v in model.teacher.model.state_dict().items())
 
 
 def test_toy_loss_value_is_weighted_by_the_wrapper(tmp_path):
@@ -120,7 +121,7 @@ def test_toy_loss_value_is_weighted_by_the_wrapper(tmp_path):
     with torch.no_grad():
         losses = model.loss(**data)
         fs = model.student.backbone(data['inputs'])[-1]
-        ft = model.teacher.backbone(data['inputs'])[-1]
+        ft = model.teacher.model.backbone(data['inputs'])[-1]
     torch.testing.assert_close(losses['loss_toy'], 3.0 * (fs - ft).abs().mean())
 
 
@@ -160,5 +161,5 @@ def test_teacher_is_shared_by_deepcopy(tmp_path):
                    dict(toy=dict(type='ToyAbsLoss', student='backbone[-1]',
                                  teacher='backbone[-1]')), tmp_path, dry_run_shape=(32, 32))
     twin = copy.deepcopy(model)
-    assert twin.frozen_teacher is model.frozen_teacher and twin.teacher is model.teacher
+    assert twin.teacher is model.teacher and twin.teacher.model is model.teacher.model
     assert twin.student is not model.student

@@ -195,12 +195,12 @@ def build(ckpt, **entry):
 def test_distill_detector_step(teacher_ckpt):
     model = build(teacher_ckpt)
     loss = model.distill_losses['crosskd'][0]
-    assert loss.cls_branch.modules[-1] is model.teacher.bbox_head.gfl_cls
-    assert loss.reg_branch.modules[-1] is model.teacher.bbox_head.scales
+    assert loss.cls_branch.modules[-1] is model.teacher.model.bbox_head.gfl_cls
+    assert loss.reg_branch.modules[-1] is model.teacher.model.bbox_head.scales
     # the norm outputs are changed in place by the ReLU after them: recorded as copies
     assert set(HOLDS) <= model._student_rec.copied
-    assert set(HOLDS) <= model.frozen_teacher.recorder.copied
-    teacher_ids = {id(p) for p in model.teacher.parameters()}
+    assert set(HOLDS) <= model.teacher.recorder.copied
+    teacher_ids = {id(p) for p in model.teacher.model.parameters()}
     assert not teacher_ids & {id(p) for p in model.parameters()}
     assert list(loss.parameters()) == []
     assert not any(k.startswith(('teacher.', 'distill_losses.')) for k in model.state_dict())
@@ -211,7 +211,7 @@ def test_distill_detector_step(teacher_ckpt):
     losses = model.loss(**data)
     assert torch.isfinite(losses['loss_crosskd']) and losses['loss_crosskd'] > 0
     losses['loss_crosskd'].backward()
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(p.grad is None for p in model.teacher.model.parameters())
     grads = {n: p.grad for n, p in model.student.named_parameters()}
     for name in ('backbone.conv1.weight', 'neck.fpn_convs.0.conv.weight',
                  'bbox_head.cls_convs.0.conv.weight', 'bbox_head.reg_convs.0.conv.weight'):
@@ -223,12 +223,12 @@ def test_distill_detector_step(teacher_ckpt):
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)))
     in_optim = {id(p) for g in optim.optimizer.param_groups for p in g['params']}
     assert not in_optim & teacher_ids
-    before = copy.deepcopy(model.teacher.state_dict())
+    before = copy.deepcopy(model.teacher.model.state_dict())
     log = model.train_step(det_batch(), optim)
     assert torch.isfinite(log['loss_crosskd'])
-    for k, v in model.teacher.state_dict().items():
+    for k, v in model.teacher.model.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(p.grad is None for p in model.teacher.model.parameters())
 
 
 def test_missing_teacher_module_is_named_with_candidates(teacher_ckpt):

@@ -52,13 +52,13 @@ def test_train_step_kd_dkd(teacher_ckpt):
                         beta=8.0, temperature=4.0, weight_schedule=dict(warmup=20))))
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.1)))
     in_optim = {id(p) for g in optim.optimizer.param_groups for p in g['params']}
-    assert not in_optim & {id(p) for p in model.teacher.parameters()}
-    t_before = copy.deepcopy(model.teacher.state_dict())
+    assert not in_optim & {id(p) for p in model.teacher.model.parameters()}
+    t_before = copy.deepcopy(model.teacher.model.state_dict())
     s_before = copy.deepcopy(model.student.state_dict())
     model.train()
     log = model.train_step(cls_batch(), optim)
     assert {'loss', 'loss_kd', 'loss_dkd'} <= set(log)
-    for k, v in model.teacher.state_dict().items():
+    for k, v in model.teacher.model.state_dict().items():
         assert torch.equal(v, t_before[k]), k
     assert any(not torch.equal(v, s_before[k]) for k, v in model.student.state_dict().items())
 
@@ -71,7 +71,7 @@ def test_kd_and_dkd_values_match_logits(teacher_ckpt):
     data = model.data_preprocessor(batch, False)
     with torch.no_grad():
         losses = model.loss(**copy.deepcopy(data))
-        ls, lt = logits(model.student, data['inputs']), logits(model.teacher, data['inputs'])
+        ls, lt = logits(model.student, data['inputs']), logits(model.teacher.model, data['inputs'])
     labels = torch.cat([s.gt_label for s in batch['data_samples']])
     torch.testing.assert_close(losses['loss_kd'], 0.9 * kd_loss(ls, lt, 4.0))
     torch.testing.assert_close(losses['loss_dkd'], dkd_loss(ls, lt, labels, 1.0, 8.0, 4.0))
@@ -86,7 +86,7 @@ def test_soft_labels_from_mixup_reach_the_loss(teacher_ckpt):
     data = model.data_preprocessor(batch, False)
     with torch.no_grad():
         losses = model.loss(**copy.deepcopy(data))
-        ls, lt = logits(model.student, data['inputs']), logits(model.teacher, data['inputs'])
+        ls, lt = logits(model.student, data['inputs']), logits(model.teacher.model, data['inputs'])
     torch.testing.assert_close(losses['loss_dkd'],
                                dkd_loss(ls, lt, labels.argmax(1), 1.0, 8.0, 4.0))
 
@@ -102,7 +102,7 @@ def test_sdd_local_logits_use_each_models_classifier(teacher_ckpt):
     with torch.no_grad():
         losses = model.loss(**copy.deepcopy(data))
         fs = model.student.backbone(data['inputs'])[-1]
-        ft = model.teacher.backbone(data['inputs'])[-1]
+        ft = model.teacher.model.backbone(data['inputs'])[-1]
     # independent: per region, average pool and the model's own fc
     def local(feat, fc):
         rows = []
@@ -113,7 +113,7 @@ def test_sdd_local_logits_use_each_models_classifier(teacher_ckpt):
                     rows.append(fc(pooled[:, :, i, j]))
         return torch.stack(rows, 2)
     ls = local(fs, model.student.head.fc)
-    lt = local(ft, model.teacher.head.fc)
+    lt = local(ft, model.teacher.model.head.fc)
     torch.testing.assert_close(ls[:, :, 0], logits(model.student, data['inputs']),
                                rtol=1e-5, atol=1e-5)  # region 0 is the global logits
     torch.testing.assert_close(
@@ -161,7 +161,7 @@ def test_predict_uses_student_alone(teacher_ckpt):
     model = build(teacher_ckpt, dict(kd=KD))
     model.eval()
     calls = []
-    model.teacher.backbone.register_forward_hook(lambda *a: calls.append(1))
+    model.teacher.model.backbone.register_forward_hook(lambda *a: calls.append(1))
     data = model.data_preprocessor(cls_batch(), False)
     with torch.no_grad():
         ours = model.predict(**copy.deepcopy(data))

@@ -49,13 +49,13 @@ def test_train_step_updates_student_only(teacher_ckpt):
         cwd=dict(type='CWDLoss', student='bbox_head.retina_cls', teacher='bbox_head.retina_cls',
                  tau=1.0, loss_weight=5.0))
     model = build(teacher_ckpt, losses)
-    assert model.frozen_teacher.scope == 'full'
+    assert model.teacher.scope == 'full'
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)))
     in_optim = {id(p) for g in optim.optimizer.param_groups for p in g['params']}
-    assert not in_optim & {id(p) for p in model.teacher.parameters()}
+    assert not in_optim & {id(p) for p in model.teacher.model.parameters()}
     assert {id(p) for p in model.student.parameters()} <= in_optim
     assert {id(p) for p in model.distill_losses.parameters()} <= in_optim
-    teacher_before = copy.deepcopy(model.teacher.state_dict())
+    teacher_before = copy.deepcopy(model.teacher.model.state_dict())
     student_before = copy.deepcopy(model.student.state_dict())
     mgd_before = copy.deepcopy(model.distill_losses['mgd'].state_dict())
     model.train()
@@ -63,14 +63,14 @@ def test_train_step_updates_student_only(teacher_ckpt):
     for name in ('loss_fgd', 'loss_mgd', 'loss_cwd', 'loss_cls', 'loss_bbox'):
         assert name in log and torch.isfinite(log[name]), name
     assert log['loss_cwd'] > 0 and log['loss_fgd'] > 0
-    assert not model.teacher.training
-    for k, v in model.teacher.state_dict().items():
+    assert not model.teacher.model.training
+    for k, v in model.teacher.model.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k
     changed = [k for k, v in model.student.state_dict().items()
                if not torch.equal(v, student_before[k])]
     assert any(k.startswith('backbone.') for k in changed)
     assert any(k.startswith('neck.') for k in changed)
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(p.grad is None for p in model.teacher.model.parameters())
     # loss modules learn too (MGD's align conv and generation block)
     for k, v in model.distill_losses['mgd'].state_dict().items():
         assert not torch.equal(v, mgd_before[k]), k
@@ -83,7 +83,7 @@ def test_distill_loss_gradient_reaches_student_only(teacher_ckpt):
     data = model.data_preprocessor(det_batch(), True)
     losses = model.loss(**data)
     losses['loss_fgd'].backward()
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(p.grad is None for p in model.teacher.model.parameters())
     grads = [p.grad for n, p in model.student.named_parameters() if n.startswith('neck.')]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
     head = [p.grad for n, p in model.student.named_parameters() if n.startswith('bbox_head.')]
@@ -99,20 +99,20 @@ def test_checkpoint_has_no_teacher(teacher_ckpt):
     with_teacher = build(teacher_ckpt, save_teacher=True)
     state = with_teacher.state_dict()
     t_keys = [k for k in state if k.startswith('teacher.')]
-    assert len(t_keys) == len(with_teacher.teacher.state_dict())
+    assert len(t_keys) == len(with_teacher.teacher.model.state_dict())
     # loading such a checkpoint restores the teacher from it
     bias = 'teacher.neck.fpn_convs.0.conv.bias'
     state = {k: (v + 1 if k == bias else v) for k, v in state.items()}
     with_teacher.load_state_dict(state, strict=True)
-    assert torch.equal(with_teacher.teacher.neck.fpn_convs[0].conv.bias,
+    assert torch.equal(with_teacher.teacher.model.neck.fpn_convs[0].conv.bias,
                        state['teacher.neck.fpn_convs.0.conv.bias'])
 
 
 def test_teacher_runs_only_to_its_taps(teacher_ckpt):
     model = build(teacher_ckpt)
-    assert model.frozen_teacher.scope == 'neck'
+    assert model.teacher.scope == 'neck'
     calls = []
-    model.teacher.bbox_head.register_forward_hook(lambda *a: calls.append(1))
+    model.teacher.model.bbox_head.register_forward_hook(lambda *a: calls.append(1))
     model.train()
     model.loss(**model.data_preprocessor(det_batch(), True))
     assert calls == []
@@ -122,8 +122,8 @@ def test_predict_uses_student_alone(teacher_ckpt):
     model = build(teacher_ckpt)
     model.eval()
     calls = []
-    model.teacher.register_forward_hook(lambda *a: calls.append(1))
-    model.teacher.backbone.register_forward_hook(lambda *a: calls.append(1))
+    model.teacher.model.register_forward_hook(lambda *a: calls.append(1))
+    model.teacher.model.backbone.register_forward_hook(lambda *a: calls.append(1))
     data = model.data_preprocessor(det_batch(), False)
     with torch.no_grad():
         ours = model.predict(**copy.deepcopy(data))
@@ -144,10 +144,10 @@ def test_teacher_keeps_its_own_normalisation(tmp_path):
                               distill_losses=dict(fgd=FGD)))
     batch = det_batch()
     s_in = model.data_preprocessor(copy.deepcopy(batch), False)['inputs']
-    t_in = model.teacher.data_preprocessor(copy.deepcopy(batch), False)['inputs']
-    torch.testing.assert_close(model.frozen_teacher.inputs(s_in), t_in, rtol=1e-5, atol=1e-5)
+    t_in = model.teacher.model.data_preprocessor(copy.deepcopy(batch), False)['inputs']
+    torch.testing.assert_close(model.teacher.inputs(s_in), t_in, rtol=1e-5, atol=1e-5)
     same = build(path)  # same normalisation: inputs pass through untouched
-    assert same.frozen_teacher.inputs(s_in) is s_in
+    assert same.teacher.inputs(s_in) is s_in
 
 
 def test_init_student_copies_matching_teacher_parts(tmp_path):
@@ -253,7 +253,7 @@ def test_teacher_autocast_and_student_amp(teacher_ckpt):
     half = build(teacher_ckpt, losses, teacher_autocast='bf16')
     half.load_state_dict(ref.state_dict())
     dtypes = []
-    half.teacher.neck.register_forward_hook(lambda m, i, o: dtypes.append(o[0].dtype))
+    half.teacher.model.neck.register_forward_hook(lambda m, i, o: dtypes.append(o[0].dtype))
     for m in (ref, half):
         m.eval()  # BN in eval: both see the same statistics
     data = ref.data_preprocessor(det_batch(), True)
@@ -283,12 +283,13 @@ def test_fast_teacher_is_channels_last_and_gives_the_same_losses(teacher_ckpt):
     conv = 'backbone.conv1.weight'
 
     def is_cl(model):
-        return model.teacher.state_dict()[conv].is_contiguous(memory_format=torch.channels_last)
+        weight = model.teacher.model.state_dict()[conv]
+        return weight.is_contiguous(memory_format=torch.channels_last)
 
     assert [is_cl(m) for m in (ref, fast, plain, alone)] == [False, True, False, True]
     assert not fast.student.state_dict()[conv].is_contiguous(memory_format=torch.channels_last)
     seen = []
-    fast.teacher.backbone.conv1.register_forward_pre_hook(
+    fast.teacher.model.backbone.conv1.register_forward_pre_hook(
         lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     fast.load_state_dict(ref.state_dict())
     for m in (ref, fast):
@@ -317,7 +318,7 @@ def test_bf16_optim_wrapper_trains_the_student_in_bf16_on_cpu(teacher_ckpt):
     dtypes = []
     model.student.neck.register_forward_hook(lambda m, i, o: dtypes.append(o[0].dtype))
     before = {k: v.clone() for k, v in model.student.state_dict().items()}
-    teacher = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    teacher = {k: v.clone() for k, v in model.teacher.model.state_dict().items()}
     from mmdistill.analysis import loss_balance
     stats = []  # gradients taken inside the bf16 forward (FGD's backward)
     model.loss_observers.append(lambda task, distill: stats.append(
@@ -329,4 +330,4 @@ def test_bf16_optim_wrapper_trains_the_student_in_bf16_on_cpu(teacher_ckpt):
     after = model.student.state_dict()
     assert after['backbone.conv1.weight'].dtype == torch.float32
     assert not torch.equal(after['backbone.conv1.weight'], before['backbone.conv1.weight'])
-    assert all(torch.equal(v, model.teacher.state_dict()[k]) for k, v in teacher.items())
+    assert all(torch.equal(v, model.teacher.model.state_dict()[k]) for k, v in teacher.items())

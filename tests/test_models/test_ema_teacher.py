@@ -55,7 +55,7 @@ def steps(model, optim, n, first_batch=0):
 def test_teacher_is_the_moving_average_of_the_student(update_buffers):
     m = 0.3
     model = build(update_buffers=update_buffers)
-    teacher = model.teacher
+    teacher = model.teacher.model
     conv = 'backbone.conv1.weight'
     # built as a copy of the student before init_weights: the first update must copy again
     assert not torch.equal(teacher.state_dict()[conv], model.student.state_dict()[conv])
@@ -78,27 +78,27 @@ def test_teacher_is_the_moving_average_of_the_student(update_buffers):
             assert torch.equal(v, seen[0][k]), k
         else:  # buffers follow the student's at each update
             assert torch.equal(v, seen[-1][k]), k
-    assert int(model.frozen_teacher.ema.steps) == 4
+    assert int(model.teacher.ema.steps) == 4
     assert not torch.equal(teacher.state_dict()[conv], model.student.state_dict()[conv])
 
 
 def test_teacher_stays_out_of_optimizer_parameters_and_grads():
     model = build()
     optim = build_optim_wrapper(model, OPTIM)
-    t_ids = {id(p) for p in model.teacher.parameters()}
+    t_ids = {id(p) for p in model.teacher.model.parameters()}
     in_optim = {id(p) for g in optim.optimizer.param_groups for p in g['params']}
     assert t_ids and not t_ids & in_optim
     assert not t_ids & {id(p) for p in model.parameters()}
     assert not any(n.startswith('teacher') for n, _ in model.named_parameters())
-    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert not any(p.requires_grad for p in model.teacher.model.parameters())
     steps(model, optim, 2)
-    assert not model.teacher.training and model.student.training
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert not model.teacher.model.training and model.student.training
+    assert all(p.grad is None for p in model.teacher.model.parameters())
     model.eval()  # an eval-mode loss (validation) does not move the average
-    before = copy.deepcopy(model.frozen_teacher.state_dict())
+    before = copy.deepcopy(model.teacher.state_dict())
     with torch.no_grad():
         model.loss(**model.data_preprocessor(cls_batch(), False))
-    assert all(torch.equal(v, before[k]) for k, v in model.frozen_teacher.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in model.teacher.state_dict().items())
 
 
 def test_checkpoint_holds_the_average_and_a_resumed_step_equals_the_straight_one():
@@ -106,12 +106,12 @@ def test_checkpoint_holds_the_average_and_a_resumed_step_equals_the_straight_one
     optim = build_optim_wrapper(straight, OPTIM)
     steps(straight, optim, 2)
     state = straight.state_dict()
-    ema_state = straight.frozen_teacher.ema.state_dict()
+    ema_state = straight.teacher.ema.state_dict()
     t_keys = {k for k in state if k.startswith('teacher.')}
     assert t_keys == {f'teacher.{k}' for k in ema_state} and 'teacher.steps' in t_keys
     resumed = build(seed=1)  # other initial weights: all of it must come from the checkpoint
     resumed.load_state_dict(copy.deepcopy(state), strict=True)
-    for k, v in resumed.frozen_teacher.ema.state_dict().items():
+    for k, v in resumed.teacher.ema.state_dict().items():
         assert torch.equal(v, ema_state[k]), k
     optim_r = build_optim_wrapper(resumed, OPTIM)
     optim_r.load_state_dict(copy.deepcopy(optim.state_dict()))
@@ -140,11 +140,11 @@ def test_moving_the_model_keeps_the_average_on_its_tensors():
     """``model.to(...)`` gives the teacher new tensors; the EMA averages into those."""
     model = build(update_buffers=True)
     model._apply(lambda t: t.clone())  # as a move to another device does
-    ema = model.frozen_teacher.ema
-    own = model.teacher.state_dict()
+    ema = model.teacher.ema
+    own = model.teacher.model.state_dict()
     assert all(v.data_ptr() == own[k].data_ptr() for k, v in ema.avg_parameters.items())
     seen = steps(model, build_optim_wrapper(model, OPTIM), 1)  # update 1: a copy
-    for k, v in model.teacher.state_dict().items():
+    for k, v in model.teacher.model.state_dict().items():
         assert torch.equal(v, seen[0][k]), k
 
 

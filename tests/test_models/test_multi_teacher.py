@@ -77,7 +77,7 @@ def test_losses_equal_those_of_single_teacher_distillers(ckpts):
         losses = model.loss(**copy.deepcopy(data))
         ref = {k: v for s in singles.values() for k, v in s.loss(**copy.deepcopy(data)).items()}
         logits = {n: t.model.head(t.model.extract_feat(data['inputs']))
-                  for n, t in model.frozen_teachers.items()}
+                  for n, t in model.teachers.items()}
         ls = model.student.head(model.student.extract_feat(data['inputs']))
     for key in ('loss_kd_a', 'loss_kd_b', 'loss_fit_b', 'loss'):
         assert losses[key] > 0
@@ -90,12 +90,12 @@ def test_losses_equal_those_of_single_teacher_distillers(ckpts):
 
 def test_teachers_stay_frozen_and_out_of_optimizer_and_state_dict(ckpts):
     model = build(ckpts)
-    assert list(model.frozen_teachers) == ['a', 'b']
-    assert [t.checkpoint for t in model.frozen_teachers.values()] == [ckpts['a'], ckpts['b']]
+    assert list(model.teachers) == ['a', 'b']
+    assert [t.checkpoint for t in model.teachers.values()] == [ckpts['a'], ckpts['b']]
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)))
     in_optim = {id(p) for g in optim.optimizer.param_groups for p in g['params']}
     before = {}
-    for name, teacher in model.frozen_teachers.items():
+    for name, teacher in model.teachers.items():
         ids = {id(p) for p in teacher.model.parameters()}
         assert ids and not ids & in_optim and not ids & {id(p) for p in model.parameters()}
         before[name] = copy.deepcopy(teacher.model.state_dict())
@@ -103,7 +103,7 @@ def test_teachers_stay_frozen_and_out_of_optimizer_and_state_dict(ckpts):
     model.train()
     log = model.train_step(cls_batch(), optim)
     assert {'loss_kd_a', 'loss_kd_b', 'loss_fit_b'} <= set(log)
-    for name, teacher in model.frozen_teachers.items():
+    for name, teacher in model.teachers.items():
         assert not teacher.model.training
         assert all(p.grad is None for p in teacher.model.parameters())
         for k, v in teacher.model.state_dict().items():
@@ -115,13 +115,13 @@ def test_teachers_stay_frozen_and_out_of_optimizer_and_state_dict(ckpts):
 def test_save_teacher_writes_and_restores_each_teacher(ckpts):
     model = build(ckpts, save_teacher=True)
     state = copy.deepcopy(model.state_dict())
-    for name, teacher in model.frozen_teachers.items():
+    for name, teacher in model.teachers.items():
         keys = [k for k in state if k.startswith(f'teachers.{name}.')]
         assert len(keys) == len(teacher.model.state_dict())
     bias = 'teachers.b.head.fc.bias'
     model.load_state_dict({k: (v + 1 if k == bias else v) for k, v in state.items()})
-    assert torch.equal(model.frozen_teachers['b'].model.head.fc.bias, state[bias] + 1)
-    assert torch.equal(model.frozen_teachers['a'].model.head.fc.bias,
+    assert torch.equal(model.teachers['b'].model.head.fc.bias, state[bias] + 1)
+    assert torch.equal(model.teachers['a'].model.head.fc.bias,
                        state['teachers.a.head.fc.bias'])
 
 
@@ -131,7 +131,7 @@ def test_only_teachers_with_an_active_entry_run(ckpts):
                    fit_b=dict(ENTRIES['fit_b'], weight_schedule=stop))
     model = build(ckpts, entries)
     calls = {n: [] for n in WIDTHS}
-    for name, teacher in model.frozen_teachers.items():
+    for name, teacher in model.teachers.items():
         teacher.model.backbone.register_forward_hook(lambda *a, n=name: calls[n].append(1))
     hub = MessageHub.get_instance('test_multi_teacher_stop')
     model.train()
@@ -194,7 +194,7 @@ def test_teacher_and_teachers_are_exclusive(ckpts):
 def test_one_named_teacher_needs_no_teacher_name(ckpts):
     model = build(ckpts, dict(kd=KD), names=('b',))
     assert model.entries[0].teacher_name == 'b'
-    assert model.frozen_teacher is model.frozen_teachers['b']
+    assert model.teacher is model.teachers['b']
     with pytest.raises(RuntimeError, match=r"several teachers \['a', 'b'\]"):
         build(ckpts).teacher
 

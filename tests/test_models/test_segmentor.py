@@ -45,23 +45,23 @@ def build(models, losses=None, student=None, teacher=None, **kwargs):
 
 def test_train_step_updates_student_only(models):
     model = build(models)
-    assert model.frozen_teacher.scope == 'full'
+    assert model.teacher.scope == 'full'
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)))
     in_optim = {id(p) for g in optim.optimizer.param_groups for p in g['params']}
-    assert not in_optim & {id(p) for p in model.teacher.parameters()}
-    teacher_before = copy.deepcopy(model.teacher.state_dict())
+    assert not in_optim & {id(p) for p in model.teacher.model.parameters()}
+    teacher_before = copy.deepcopy(model.teacher.model.state_dict())
     student_before = copy.deepcopy(model.student.state_dict())
     model.train()
     log = model.train_step(seg_batch(), optim)
     for name in ('loss_cwd', 'loss_mgd', 'decode.loss_ce', 'aux.loss_ce'):
         assert name in log and torch.isfinite(log[name]) and log[name] > 0, name
-    assert not model.teacher.training
-    for k, v in model.teacher.state_dict().items():
+    assert not model.teacher.model.training
+    for k, v in model.teacher.model.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k
     changed = {k.split('.')[0] for k, v in model.student.state_dict().items()
                if not torch.equal(v, student_before[k])}
     assert {'backbone', 'decode_head', 'auxiliary_head'} <= changed
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(p.grad is None for p in model.teacher.model.parameters())
     assert not any(k.startswith('teacher.') for k in model.state_dict())
 
 
@@ -74,7 +74,8 @@ def test_cwd_on_logits_equals_loss_on_recorded_maps(models):
     with torch.no_grad():
         losses = model.loss(**copy.deepcopy(data))
         s_logits = model.student.decode_head(model.student.extract_feat(data['inputs']))
-        t_logits = model.teacher.decode_head(model.teacher.extract_feat(data['inputs']))
+        t_logits = model.teacher.model.decode_head(
+            model.teacher.model.extract_feat(data['inputs']))
     ref = 5.0 * CWDLoss(tau=1.0)(s_logits, t_logits)
     torch.testing.assert_close(losses['loss_cwd'], ref, rtol=1e-5, atol=0)
 
@@ -84,7 +85,7 @@ def test_gradients_reach_student_not_teacher(models):
     model.train()
     losses = model.loss(**model.data_preprocessor(seg_batch(), True))
     losses['loss_cwd'].backward()
-    assert all(p.grad is None for p in model.teacher.parameters())
+    assert all(p.grad is None for p in model.teacher.model.parameters())
     assert model.student.decode_head.conv_seg.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.student.auxiliary_head.parameters())
 

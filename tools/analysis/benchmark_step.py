@@ -157,8 +157,8 @@ def main() -> None:
     _strip_pretrained(cfg.model.student)
     tmp = tempfile.TemporaryDirectory()
     if args.random_teacher or not os.path.isfile(str(cfg.model.teacher.checkpoint)):
-        from mmdistill.teacher import load_config, model_config
-        t_cfg = model_config(load_config(cfg.model.teacher.config, 'model.teacher.config'))
+        from mmdistill.teacher import load_teacher_config, model_config
+        t_cfg = model_config(load_teacher_config(cfg.model.teacher.config, 'model.teacher.config'))
         _strip_pretrained(t_cfg)
         teacher = MODELS.build(t_cfg)
         teacher.init_weights()  # its own init (zero-init residuals): finite features
@@ -181,7 +181,7 @@ def main() -> None:
 
     from mmdistill.engine.optim import BF16OptimWrapper
     bf16_optim = BF16OptimWrapper(optimizer=distill_optim.optimizer)
-    teacher = model.frozen_teacher
+    teacher = model.teacher
     fast = args.fast_teacher
 
     def mode(fast_teacher: bool, fast_student: bool = False) -> None:
