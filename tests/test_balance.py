@@ -81,7 +81,7 @@ from tests.conftest import SHARED_DATA  # noqa: E402
 
 
 def test_hook_logs_through_message_hub_and_visualizer(tmp_path):
-    from mmdistill.experiments.cifar import cifar_config
+    from tools.experiments.cifar import cifar_config
     teacher = str(tmp_path / 'teacher.pth')
     save_teacher(tiny_classifier(16), teacher, scope='mmpretrain')
     model = dict(type='DistillClassifier', student=tiny_classifier(8),

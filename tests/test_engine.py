@@ -40,8 +40,18 @@ def test_distillers_are_recognised_by_type():
     assert 'custom_hooks' not in plain
 
 
+def test_prepare_config_is_idempotent_and_leaves_test_runs_alone():
+    cfg = Config(dict(default_scope='mmdet', model=dict(type='MyTeamDistiller'),
+                      custom_hooks=[]))
+    prepare_config(prepare_config(cfg))
+    assert [h['type'] for h in cfg.custom_hooks] == ['DistillStateHook']
+    test_run = prepare_config(Config(dict(default_scope='mmdet', model=dict(
+        type='MyTeamDistiller', skip_teacher=True))))
+    assert 'custom_hooks' not in test_run
+
+
 def _cls_config(tmp_path, **extra):
-    from mmdistill.experiments.cifar import cifar_config
+    from tools.experiments.cifar import cifar_config
     cfg = cifar_config(tiny_classifier(8), os.path.join(SHARED_DATA, 'cifar10'),
                        str(tmp_path / 'run'), 2, 4, 0.01, 'engine', progress=False)
     cfg.update(extra)
@@ -60,3 +70,22 @@ def test_auto_scale_lr_without_the_config_key_is_a_clear_error(tmp_path):
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert out.returncode != 0
     assert '--auto-scale-lr: the config has no auto_scale_lr' in out.stderr
+
+
+def test_the_runner_prepares_the_config_for_training_and_for_a_test(tmp_path):
+    from tests.utils import save_teacher
+    teacher = str(tmp_path / 'teacher.pth')
+    save_teacher(tiny_classifier(16), teacher, scope='mmpretrain')
+    model = dict(type='DistillClassifier', student=tiny_classifier(8),
+                 teacher=dict(config=dict(model=tiny_classifier(16)), checkpoint=teacher),
+                 distill_losses=dict(kd=dict(type='KDLoss', student='head', teacher='head',
+                                             temperature=4.0, loss_weight=0.9)),
+                 dry_run_shape=(32, 32))
+    cfg = _cls_config(tmp_path, model=model)
+    prepare_config(cfg)  # as a user's script may: the runner adds nothing twice
+    hooks = [type(h).__name__ for h in build_runner(cfg).hooks]
+    assert hooks.count('DistillStateHook') == 1
+    cfg = _cls_config(tmp_path, model=dict(model, skip_teacher=True))  # tools/test.py's mark
+    runner = build_runner(cfg)
+    assert 'DistillStateHook' not in [type(h).__name__ for h in runner.hooks]
+    assert runner.model.frozen_teacher is None

@@ -9,7 +9,7 @@ import torch
 def tiny_retinanet(base_channels: int = 16, fpn_channels: int = 32, num_classes: int = 3,
                    mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)) -> dict:
     """A RetinaNet with a narrow ResNet-18 and a one-conv head (real mmdet modules)."""
-    from mmdistill.experiments.shapes import retinanet
+    from tools.experiments.shapes import retinanet
     return retinanet(base_channels, fpn_channels, num_classes, stacked_convs=1, mean=mean,
                      std=std, octave_base_scale=4)
 

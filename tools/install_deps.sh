@@ -2,7 +2,8 @@
 # Install the OpenMMLab stack mmdistill runs on, then mmdistill itself (editable).
 # torch 2.14.1 + torchvision 0.29.1, mmcv 2.1.0 (built from its sdist with ops, cached as a wheel
 # under $MMDISTILL_WHEEL_CACHE), then mmdistill[all]: the mmengine, mmdet, mmsegmentation and
-# mmpretrain versions setup.py pins (0.10.7, 3.3.0, 1.2.2, 1.2.0).
+# mmpretrain versions setup.py pins (0.10.7, 3.3.0, 1.2.2, 1.2.0); matplotlib and pytest for the
+# tools and tests.
 # Idempotent: a second run installs nothing new and takes seconds.
 set -euo pipefail
 PY=${PYTHON:-python3}
@@ -51,6 +52,7 @@ if ! have mmcv==2.1.0; then
   $PIP addict packaging Pillow pyyaml yapf
 fi
 
-# mmdistill with all its extras: setup.py pins mmengine, mmdet, mmsegmentation and mmpretrain
-$PIP --no-build-isolation -e "$ROOT[all]" pytest
+# mmdistill with all its extras: setup.py pins mmengine, mmdet, mmsegmentation and mmpretrain;
+# matplotlib for the tools' charts (study, demo, feature tools), pytest for the tests
+$PIP --no-build-isolation -e "$ROOT[all]" matplotlib pytest
 log "done"

@@ -4,9 +4,8 @@
 """
 import argparse
 
-from mmdistill.engine import prepare_config
-from mmdistill.engine.cli import add_common_args, build_runner, load_config
-from mmdistill.engine.launch import setup_distributed
+from mmdistill.engine import distiller_class
+from mmdistill.engine.cli import add_common_args, build_runner, config_from_args
 
 
 def parse_args() -> argparse.Namespace:
@@ -20,14 +19,14 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_config(args)
+    cfg = config_from_args(args)
     cfg.load_from = args.checkpoint
-    prepare_config(cfg, for_test=True)
+    if distiller_class(cfg) is not None:
+        cfg.model.skip_teacher = True  # the student alone: no teacher is built or loaded
     if args.out is not None:
         cfg.test_evaluator = [cfg.test_evaluator] if isinstance(cfg.test_evaluator, dict) \
             else list(cfg.test_evaluator)
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
-    setup_distributed(cfg)
     runner = build_runner(cfg)
     runner.test()
 

@@ -4,9 +4,8 @@
 """
 import argparse
 
-from mmdistill.engine import prepare_config, use_amp
-from mmdistill.engine.cli import add_common_args, build_runner, load_config
-from mmdistill.engine.launch import setup_distributed
+from mmdistill.engine import use_amp
+from mmdistill.engine.cli import add_common_args, build_runner, config_from_args
 
 
 def parse_args() -> argparse.Namespace:
@@ -25,7 +24,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_config(args)
+    cfg = config_from_args(args)
     if args.amp:
         use_amp(cfg)
     if args.auto_scale_lr:
@@ -40,8 +39,6 @@ def main() -> None:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
-    prepare_config(cfg)
-    setup_distributed(cfg)
     runner = build_runner(cfg)
     runner.train()
 

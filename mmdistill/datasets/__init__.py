@@ -1,7 +1,5 @@
-"""Datasets: the synthetic COCO-format shapes set of the demo, CamVid for mmseg."""
-from .synthetic import SHAPE_CLASSES, make_shapes_coco
-
-__all__ = ['SHAPE_CLASSES', 'make_shapes_coco']
+"""Datasets: CamVid for mmseg (mmseg 1.x has none)."""
+__all__: list[str] = []
 try:
     from .camvid import CamVidDataset  # noqa: F401
     __all__.append('CamVidDataset')

@@ -21,7 +21,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 def build_runner(cfg: Config):
     """The runner ``cfg.runner_type`` names (as mmdet's tools do), by default
-    :class:`~mmdistill.engine.DistillRunner`."""
+    :class:`~mmdistill.engine.DistillRunner`, which prepares the config itself."""
     from mmengine.registry import RUNNERS
 
     from .runner import DistillRunner  # noqa: F401  (registers it)
@@ -29,8 +29,9 @@ def build_runner(cfg: Config):
     return RUNNERS.build(cfg)
 
 
-def load_config(args: argparse.Namespace) -> Config:
-    """Load ``args.config`` with the common arguments applied (work dir defaults like mmdet's)."""
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config ``args.config`` with the common arguments applied (work dir defaults like
+    mmdet's)."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = Config.fromfile(args.config)

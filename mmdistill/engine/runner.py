@@ -5,8 +5,6 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, RUNNERS
 from mmengine.runner import Runner
 
-from .allocator import keep_freed_memory, requested
-
 
 def distiller_class(cfg: Config) -> type | None:
     """The :class:`~mmdistill.distiller.BaseDistiller` subclass that ``cfg.model`` names (looked
@@ -33,10 +31,10 @@ class DistillRunner(Runner):
     * :func:`~mmdistill.engine.launch.setup_distributed`: gloo and ``device_ids=None`` on
       machines without CUDA;
     * :class:`~mmdistill.engine.loops.FastResumeIterBasedTrainLoop` in place of mmengine's
-      ``IterBasedTrainLoop``: a resumed run skips the trained batches by index;
-    * with ``MMDISTILL_KEEP_FREED_MEMORY=1`` on machines without CUDA,
-      :func:`~mmdistill.engine.allocator.keep_freed_memory`: freed tensors' memory is reused
-      instead of mapped afresh.
+      ``IterBasedTrainLoop``: a resumed run skips the trained batches by index.
+
+    Our ``tools/train.py`` and ``tools/test.py`` leave all of it to :meth:`from_cfg`, which
+    prepares the config once.
 
     Checkpoints of mmengine load under torch's weights-only default once ``mmdistill`` is
     imported (:func:`~mmdistill.engine.checkpoint.allow_mmengine_checkpoints`), with this
@@ -46,12 +44,8 @@ class DistillRunner(Runner):
     @classmethod
     def from_cfg(cls, cfg: Config) -> 'DistillRunner':
         from .launch import setup_distributed
-        if not cfg.get('model', {}).get('skip_teacher', False):
-            prepare_config(cfg)
+        prepare_config(cfg)
         setup_distributed(cfg)
-        import torch
-        if requested() and not torch.cuda.is_available():
-            keep_freed_memory()
         return super().from_cfg(cfg)
 
     def build_train_loop(self, loop):
@@ -91,18 +85,15 @@ def use_amp(cfg: Config) -> Config:
     return cfg
 
 
-def prepare_config(cfg: Config, for_test: bool = False) -> Config:
-    """Adjust a config for our tools.
+def prepare_config(cfg: Config) -> Config:
+    """Complete a distillation config for training; :meth:`DistillRunner.from_cfg` calls it.
 
-    Test runs build the student only. Training runs of a distillation config get the
-    :class:`~mmdistill.hooks.DistillStateHook` (exact resume) and the dataset size for losses
-    whose memory is sized from it (CRD's ``n_data``) when the config leaves it out.
+    A training run gets the :class:`~mmdistill.hooks.DistillStateHook` (exact resume) and the
+    dataset size for losses whose memory is sized from it (CRD's ``n_data``) when the config
+    leaves it out. A test run (``model.skip_teacher``, as ``tools/test.py`` sets) builds the
+    student only and gets nothing; nor does a config of any other model. Idempotent.
     """
-    model = cfg.get('model', {})
-    if distiller_class(cfg) is None:
-        return cfg
-    if for_test:
-        model['skip_teacher'] = True
+    if distiller_class(cfg) is None or cfg.model.get('skip_teacher', False):
         return cfg
     hooks = list(cfg.get('custom_hooks', []))
     if not any(h.get('type') == 'DistillStateHook' for h in hooks):

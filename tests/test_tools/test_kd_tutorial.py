@@ -18,7 +18,7 @@ def build(name):
     from mmpretrain.registry import MODELS
     from mmpretrain.utils import register_all_modules
 
-    from mmdistill.experiments.kd_tutorial import tutorial_net
+    from tools.experiments.kd_tutorial import tutorial_net
     register_all_modules(init_default_scope=False)
     with DefaultScope.overwrite_default_scope('mmpretrain'):  # whatever scope tests left
         return MODELS.build(tutorial_net(name))

@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from mmdistill.experiments.study import INHERIT, Method, claimed, paired_interval, summarise
+from tools.experiments.study import INHERIT, Method, claimed, paired_interval, summarise
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -119,7 +119,7 @@ def test_quick_study_writes_json_markdown_and_chart(tmp_path):
 
 
 def test_demo_runs_what_the_study_found_and_says_when_nothing_helps():
-    from mmdistill.demo import compare_line, demo_methods
+    from tools.demo import compare_line, demo_methods
     rows = [dict(key='alone', label='student alone', mean=10.0, std=1.0),
             dict(key='cwd', label='+ CWD', mean=11.0, std=1.0, delta=[1.0] * 5, wins=5,
                  delta_mean=1.0, delta_ci=(0.2, 1.8)),
@@ -134,14 +134,14 @@ def test_demo_runs_what_the_study_found_and_says_when_nothing_helps():
 
 
 def test_last_quarter_change_reads_the_curve_at_three_quarters_and_the_end():
-    from mmdistill.experiments.report import last_quarter_change
+    from tools.experiments.report import last_quarter_change
     curve = [dict(iter=i * 300, value=v) for i, v in enumerate([1, 2, 3, 4, 5, 6, 7, 7.2], 1)]
     assert last_quarter_change(curve, 2400) == pytest.approx(7.2 - 6)
     assert last_quarter_change(curve[:-1], 2400) is None  # the curve stops before the end
 
 
 def test_the_share_is_the_one_with_the_best_mean_gain_over_the_swept_recipes():
-    from mmdistill.experiments.study import chosen_share
+    from tools.experiments.study import chosen_share
     rows = [dict(key='alone'), dict(key='inherit', delta_mean=5.0),
             dict(key='fgd_inherit_share0.1', delta_mean=1.0),
             dict(key='fgd_inherit_share0.5', delta_mean=-1.0),
@@ -151,7 +151,7 @@ def test_the_share_is_the_one_with_the_best_mean_gain_over_the_swept_recipes():
 
 
 def test_quick_demo_shares_its_runs_between_two_workers(tmp_path, capsys):
-    from mmdistill.demo import run_demo
+    from tools.demo import run_demo
     results = run_demo(str(tmp_path / 'demo'), workers=2, quick=True)
     keys = [r['key'] for r in results['rows']]
     assert keys[0] == 'alone' and len(keys) >= 2

@@ -49,7 +49,6 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from mmdistill.engine.allocator import keep_freed_memory  # noqa: E402
 from mmdistill.engine.machine import cpu_model  # noqa: E402
 from mmdistill.losses.at import ATLoss  # noqa: E402
 from mmdistill.losses.cwd import CWDLoss  # noqa: E402
@@ -58,6 +57,7 @@ from mmdistill.losses.fitnet import FitNetLoss  # noqa: E402
 from mmdistill.losses.mgd import MGDLoss  # noqa: E402
 from mmdistill.testing import (RefConvReg, RefFGD, RefMGD, reference_at, reference_cwd,  # noqa: E402
                                reference_fitnet)
+from tools.experiments.allocator import keep_freed_memory  # noqa: E402
 
 # (H, W) of P3..P7 (strides 8..128) of an 800x1216 batch input
 FULL = dict(batch=8, channels=256, levels=[(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)],
@@ -332,9 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--threads', type=int, default=None,
                         help='torch.set_num_threads (default: torch\'s default)')
     parser.add_argument('--keep-freed-memory', action='store_true',
-                        help='keep_freed_memory (glibc keeps freed blocks for reuse, what '
-                        'MMDISTILL_KEEP_FREED_MEMORY=1 gives training on CPUs) instead of the '
-                        "system's default (large blocks mapped afresh each time)")
+                        help='keep_freed_memory (glibc keeps freed blocks for reuse) instead of '
+                        "the system's default (large blocks mapped afresh each time)")
     parser.add_argument('--losses', nargs='+', default=[c.name for c in CASES],
                         choices=[c.name for c in CASES], metavar='LOSS',
                         help='subset of ' + ' '.join(c.name for c in CASES))

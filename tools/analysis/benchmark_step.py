@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import os.path as osp
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +29,10 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # tools.experiments
+    sys.path.insert(0, ROOT)
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,9 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--fast-teacher', default='bf16', choices=['bf16', 'fp16'],
                         help='the autocast dtype of the fast teacher (with channels-last)')
     parser.add_argument('--keep-freed-memory', action='store_true',
-                        help='keep_freed_memory (glibc keeps freed blocks for reuse, what '
-                        'MMDISTILL_KEEP_FREED_MEMORY=1 gives training on CPUs) instead of the '
-                        "system's default (large blocks mapped afresh each time)")
+                        help='keep_freed_memory (glibc keeps freed blocks for reuse) instead of '
+                        "the system's default (large blocks mapped afresh each time)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -146,8 +151,8 @@ def main() -> None:
     from mmdet.registry import MODELS
 
     import mmdistill  # noqa: F401
-    from mmdistill.engine.allocator import heap_in_use, keep_freed_memory
     from mmdistill.engine.machine import cpu_model
+    from tools.experiments.allocator import heap_in_use, keep_freed_memory
     kept = args.device == 'cpu' and args.keep_freed_memory and keep_freed_memory()
     if kept and heap_in_use() is not None:
         PeakMemory.sample = staticmethod(heap_in_use)

@@ -17,7 +17,7 @@ it again): commit them, and ``--reuse`` resumes the study on any machine. Two pr
 started with the same command (``--reuse``, one per core) share the runs (each claims a run
 before training it); a last call with ``--gather`` (or ``--reuse``) writes ``study.json``,
 ``study.md`` and ``study.png`` into the results dir. ``--quick`` is the CI smoke test (tiny
-sizes, a few iterations: its numbers mean nothing). See :mod:`mmdistill.experiments.study`.
+sizes, a few iterations: its numbers mean nothing). See :mod:`tools.experiments.study`.
 """
 from __future__ import annotations
 
@@ -31,12 +31,16 @@ import time
 
 import torch
 
-from mmdistill.engine.machine import machine_info
-from mmdistill.experiments.report import plot_study, study_markdown
-from mmdistill.experiments.study import (chosen_share, classification_track, detection_track,
-                                         run_track, segmentation_track, tutorial_track)
-
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # tools.experiments
+    sys.path.insert(0, ROOT)
+
+from mmdistill.engine.machine import machine_info  # noqa: E402
+from tools.experiments.report import plot_study, study_markdown  # noqa: E402
+from tools.experiments.study import (chosen_share, classification_track,  # noqa: E402
+                                     detection_track, run_track, segmentation_track,
+                                     tutorial_track)
+
 DATA = osp.join(osp.dirname(ROOT), 'shared', 'data')
 
 

@@ -11,13 +11,18 @@ training images, tests on the val images, and writes ``<work-dir>/<NAME>.json``.
 import argparse
 import json
 import os.path as osp
+import sys
 import time
 
 import torch
 
-from mmdistill.experiments.runtime import save_init, train_and_test, with_init
-from mmdistill.experiments.shapes import retinanet
-from mmdistill.experiments.study import detection_track
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:  # tools.experiments
+    sys.path.insert(0, ROOT)
+
+from tools.experiments.runtime import save_init, train_and_test, with_init  # noqa: E402
+from tools.experiments.shapes import retinanet  # noqa: E402
+from tools.experiments.study import detection_track  # noqa: E402
 
 
 def main() -> None:

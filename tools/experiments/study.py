@@ -1,7 +1,7 @@
 """The distillation study: every method of a track against the right baseline, over seeds.
 
 A *track* is a teacher, a student, a dataset and the methods to compare. Every seed starts all of
-its runs from the same student weights (:func:`~mmdistill.experiments.runtime.save_init`) and the
+its runs from the same student weights (:func:`~tools.experiments.runtime.save_init`) and the
 same data order, so that runs of one seed differ only by their losses: the comparison is paired.
 A method that inherits the teacher's weights (``init_student``) is compared with the student that
 inherits them without any distillation loss ("inherit only"); the others with the student alone.
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..engine.machine import machine_info
+from mmdistill.engine.machine import machine_info
 from .runtime import save_init, train_and_test, with_init
 
 
@@ -187,7 +187,7 @@ def detection_track(work_dir: str, quick: bool = False, choose_share: bool = Fal
     balanced rows is chosen before any method is measured on the val images: the students are
     trained on the images the teacher saw and tested on the held-out ones; its teacher is the
     ``det`` track's."""
-    from ..datasets import SHAPE_CLASSES, make_shapes_coco
+    from .shapes_data import SHAPE_CLASSES, make_shapes_coco
     from .shapes import COCO_ZERO, METRIC, retinanet, shapes_config
     data_root = osp.join(work_dir, 'data')
     d = dict(DET, n_train=24, n_val=8, batch=4, teacher_iters=4, student_iters=3) if quick \
@@ -294,7 +294,7 @@ def classification_track(data_root: str, quick: bool = False) -> Track:
 
 def tutorial_track(data_root: str, quick: bool = False) -> Track:
     """The PyTorch KD tutorial: DeepNN -> LightNN on the CIFAR-10 subset, its recipe
-    (:mod:`~mmdistill.experiments.kd_tutorial`); 10 epochs of the 10,000 training images."""
+    (:mod:`~tools.experiments.kd_tutorial`); 10 epochs of the 10,000 training images."""
     from .kd_tutorial import tutorial_config, tutorial_net
     batch = 16 if quick else 128
     iters = 3 if quick else 10 * math.ceil(10000 / batch)  # 10 epochs (last batch partial)

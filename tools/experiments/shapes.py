@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import os.path as osp
 
-from ..datasets import SHAPE_CLASSES
 from .runtime import iter_runtime
+from .shapes_data import SHAPE_CLASSES
 
 METRIC = 'coco/bbox_mAP'
 COCO_ZERO = {k: 0.0 for k in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')}

@@ -132,7 +132,7 @@ def train_and_test(cfg: dict, name: str, metric: str = 'coco/bbox_mAP',
     """
     from mmengine.config import Config
 
-    from ..engine import DistillRunner
+    from mmdistill.engine import DistillRunner
     start = time.time()
     with quiet():
         runner = DistillRunner.from_cfg(Config(cfg))

@@ -2,23 +2,19 @@
 
 PyTorch's CPU allocator takes every tensor from ``malloc``. glibc serves blocks above its mmap
 threshold (at most 32 MiB, however it adapts) with a fresh ``mmap`` and gives them back with
-``munmap`` when freed, so every large activation, gradient or feature map of a training step is
-new memory whose pages the kernel zeroes and maps on first touch. On this project's benchmark
-machine a pointwise op writing a 124 MiB result took 52 ms that way and 9 ms into reused memory
-(``tools/analysis/benchmark_losses.py --keep-freed-memory``). :func:`keep_freed_memory` sets
+``munmap`` when freed, so every large activation, gradient or feature map is new memory whose
+pages the kernel zeroes and maps on first touch. :func:`keep_freed_memory` sets
 ``M_MMAP_MAX = 0`` (every block from the heap) and a 1 GiB ``M_TRIM_THRESHOLD`` (the heap's free
 top is kept), the effect of the jemalloc/tcmalloc preloads that CPU performance guides advise,
 without a library to install. The cost: the process keeps its peak heap instead of returning
-freed memory. On a whole training step it gains nothing measurable (the FGD config's student
-step: wall time 1.00x, system time 0.41x, peak RSS 1.12x), so it is opt-in:
-``MMDISTILL_KEEP_FREED_MEMORY=1`` makes ``DistillRunner`` call it when training on a CPU. Not
-glibc (musl, macOS, Windows): nothing happens.
+freed memory. The benchmarks' ``--keep-freed-memory`` applies it (the README has what it
+changes); a whole training step gains nothing measurable from it. Not glibc (musl, macOS,
+Windows): nothing happens.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 
 # mallopt parameters, glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
@@ -59,11 +55,6 @@ def heap_in_use() -> int | None:
     return None if info is None else info.uordblks + info.hblkhd
 
 
-def requested() -> bool:
-    """``MMDISTILL_KEEP_FREED_MEMORY=1`` in the environment."""
-    return os.environ.get('MMDISTILL_KEEP_FREED_MEMORY', '0') == '1'
-
-
 def keep_freed_memory() -> bool:
     """Keep freed blocks for reuse (glibc ``mallopt``); True when it took effect.
 
@@ -81,4 +72,4 @@ def keep_freed_memory() -> bool:
     return on
 
 
-__all__ = ['heap_in_use', 'keep_freed_memory', 'mallinfo2', 'requested']
+__all__ = ['heap_in_use', 'keep_freed_memory', 'mallinfo2']

@@ -1,0 +1,1 @@
+"""The repository's tools: scripts, and the ``tools.experiments`` package they share."""
