@@ -270,8 +270,8 @@ def classification_track(data_root: str, quick: bool = False) -> Track:
             type='KDLoss', **head, temperature=2.0, logit_stand=True, loss_weight=9.0)),
             student_kwargs=ce01),
         'dkd': Method(f'+ DKD (1, 8, T 4, warm-up {dkd_warmup} it)', dict(dkd=dict(
-            type='DKDLoss', **head, alpha=1.0, beta=8.0, temperature=4.0, warmup=dkd_warmup,
-            warmup_by='iter'))),
+            type='DKDLoss', **head, alpha=1.0, beta=8.0, temperature=4.0,
+            weight_schedule=dict(warmup=dkd_warmup)))),
         'sdd': Method('+ SD-KD (T 4, scales 1/2/4; CE 0.1, KD 0.9)', dict(sdd=dict(
             type='SDDLoss', student='backbone[-1]', teacher='backbone[-1]', temperature=4.0,
             scales=(1, 2, 4), loss_weight=0.9, classifier='head.fc')), student_kwargs=ce01),
