@@ -76,7 +76,8 @@ pytest.importorskip('mmpretrain')
 from mmengine.config import Config  # noqa: E402
 
 from mmdistill.engine import DistillRunner  # noqa: E402
-from tests.utils import save_teacher, tiny_classifier  # noqa: E402
+from tests.utils import (save_teacher, tiny_classifier,  # noqa: E402
+                         tiny_distill_classifier_config)
 from tests.conftest import SHARED_DATA  # noqa: E402
 
 
@@ -84,11 +85,7 @@ def test_hook_logs_through_message_hub_and_visualizer(tmp_path):
     from tools.experiments.cifar import cifar_config
     teacher = str(tmp_path / 'teacher.pth')
     save_teacher(tiny_classifier(16), teacher, scope='mmpretrain')
-    model = dict(type='DistillClassifier', student=tiny_classifier(8),
-                 teacher=dict(config=dict(model=tiny_classifier(16)), checkpoint=teacher),
-                 distill_losses=dict(kd=dict(type='KDLoss', student='head', teacher='head',
-                                             temperature=4.0, loss_weight=0.9)),
-                 dry_run_shape=(32, 32))
+    model = tiny_distill_classifier_config(teacher)
     hooks = [dict(type='DistillBalanceHook', interval=1, grad_interval=2),
              dict(type='DumpLossesHook')]
     cfg = cifar_config(model, osp.join(SHARED_DATA, 'cifar10'), str(tmp_path / 'run'), 4, 8,

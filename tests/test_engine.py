@@ -73,14 +73,10 @@ def test_auto_scale_lr_without_the_config_key_is_a_clear_error(tmp_path):
 
 
 def test_the_runner_prepares_the_config_for_training_and_for_a_test(tmp_path):
-    from tests.utils import save_teacher
+    from tests.utils import save_teacher, tiny_distill_classifier_config
     teacher = str(tmp_path / 'teacher.pth')
     save_teacher(tiny_classifier(16), teacher, scope='mmpretrain')
-    model = dict(type='DistillClassifier', student=tiny_classifier(8),
-                 teacher=dict(config=dict(model=tiny_classifier(16)), checkpoint=teacher),
-                 distill_losses=dict(kd=dict(type='KDLoss', student='head', teacher='head',
-                                             temperature=4.0, loss_weight=0.9)),
-                 dry_run_shape=(32, 32))
+    model = tiny_distill_classifier_config(teacher)
     cfg = _cls_config(tmp_path, model=model)
     prepare_config(cfg)  # as a user's script may: the runner adds nothing twice
     hooks = [type(h).__name__ for h in build_runner(cfg).hooks]
@@ -88,4 +84,4 @@ def test_the_runner_prepares_the_config_for_training_and_for_a_test(tmp_path):
     cfg = _cls_config(tmp_path, model=dict(model, skip_teacher=True))  # tools/test.py's mark
     runner = build_runner(cfg)
     assert 'DistillStateHook' not in [type(h).__name__ for h in runner.hooks]
-    assert runner.model.frozen_teacher is None
+    assert runner.model.teacher is None

@@ -121,17 +121,24 @@ def tiny_classifier(width: int = 8, num_classes: int = 10, out_indices=(3, )) ->
                   loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
 
 
+def tiny_distill_classifier_config(ckpt: str, losses: dict | None = None) -> dict:
+    """The config of a DistillClassifier of the w8 tiny classifier from the w16 one saved at
+    ``ckpt`` (default losses: KD on the logits, T 4, weight 0.9)."""
+    losses = losses or dict(kd=dict(type='KDLoss', student='head', teacher='head',
+                                    temperature=4.0, loss_weight=0.9))
+    return dict(type='DistillClassifier', student=tiny_classifier(8),
+                teacher=dict(config=dict(model=tiny_classifier(16)), checkpoint=ckpt),
+                distill_losses=losses, dry_run_shape=(32, 32))
+
+
 def tiny_distill_classifier(ckpt: str, losses: dict) -> 'torch.nn.Module':
-    """A DistillClassifier of the w8 tiny classifier from the w16 one saved at ``ckpt``."""
+    """The model of :func:`tiny_distill_classifier_config`, built and initialised."""
     from mmpretrain.registry import MODELS
     from mmpretrain.utils import register_all_modules
 
     import mmdistill  # noqa: F401
     register_all_modules()
-    model = MODELS.build(dict(
-        type='DistillClassifier', student=tiny_classifier(8),
-        teacher=dict(config=dict(model=tiny_classifier(16)), checkpoint=ckpt),
-        distill_losses=losses, dry_run_shape=(32, 32)))
+    model = MODELS.build(tiny_distill_classifier_config(ckpt, losses))
     model.init_weights()
     return model
 
