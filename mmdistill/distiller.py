@@ -21,8 +21,9 @@ from torch import nn
 
 from .analysis import grad_norm, sum_losses
 from .auto_weight import AutoWeight
-from .entries import (LossEntry, build_loss_modules, check_entry, parse_entry, resize_pair,
-                      resolve_teacher_name, zero_loss)
+from .entries import (LossEntry, build_loss_modules, check_entry, check_finite_teacher,
+                      parse_entry, resize_pair, resolve_teacher_name, zero_loss)
+from .nonfinite import NonFiniteGuard, all_finite, describe
 from .recorder import FeatureRecorder, Tap, run_recorded, run_to_scope, scope_of
 from .teacher import (Teacher, check_autocast, inherit_weights, is_ema, load_teacher_state,
                       save_teacher_state, teacher_specs)
@@ -59,6 +60,9 @@ class BaseDistiller(BaseModel):
         save_teacher: write the trained teachers' weights into training checkpoints (an EMA
             teacher is always written: it is training state).
         skip_teacher: build the student only (testing, export); no distillation loss runs.
+        non_finite: what a training step with a NaN or infinite loss does, before backward:
+            'stop' (default: an error naming the entry, level and input) or
+            ``dict(action='skip', max_in_a_row=5)`` (:mod:`mmdistill.nonfinite`).
         dry_run_shape: (H, W) of the dummy input used at build time to check the taps.
         data_preprocessor: the config's top-level data preprocessor, which the student takes
             when its own config has none (mmpretrain style); the student's one is used.
@@ -82,6 +86,7 @@ class BaseDistiller(BaseModel):
                  teacher_autocast: str | None = None,
                  teacher_channels_last: bool | None = None, student_channels_last: bool = False,
                  save_teacher: bool = False, skip_teacher: bool = False,
+                 non_finite: str | dict | None = None,
                  dry_run_shape: tuple[int, int] | None = None,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -96,6 +101,10 @@ class BaseDistiller(BaseModel):
         check_autocast(teacher_autocast)
         self.teacher_autocast, self.save_teacher = teacher_autocast, save_teacher
         self.skip_teacher, self.init_student = skip_teacher, init_student
+        self.non_finite = NonFiniteGuard.build(non_finite)
+        #: this step's loss of every level of every entry (before weighting), for the report
+        #: of a non-finite step
+        self._level_losses: dict[str, list[torch.Tensor]] = {}
         self.entries: list[LossEntry] = []
         self.distill_losses = nn.ModuleDict()
         #: the measured weights of the entries with ``auto_weight`` (buffers: in checkpoints)
@@ -190,15 +199,34 @@ class BaseDistiller(BaseModel):
                 for name, teacher in self.teachers.items():
                     teacher.keep_only(t for e in self.entries if e.teacher_name == name
                                       for t in e.teacher_taps)
+            self._check_fp16_teachers(shape, samples)
         finally:
             self.student.train(was_training)
 
+    def _check_fp16_teachers(self, shape: tuple[int, int], samples: list | None) -> None:
+        """Teachers run in fp16 autocast: their taps stay finite on an image-like random input
+        (standard normal, as normalised images; a fixed generator, the global RNG untouched)."""
+        fp16 = [t for t in self.teachers.values() if t.autocast == 'fp16']
+        if not fp16:
+            return
+        inputs = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
+        with self._recording(fp16):
+            for teacher in fp16:
+                teacher.run(inputs, samples)
+            for entry in self.entries:
+                if self.teacher_of(entry) in fp16:
+                    check_finite_teacher(entry, self._teacher_feats(entry), 'fp16')
+
     def _entry_feats(self, entry: LossEntry) -> tuple[list, list]:
         """This step's student and teacher tensors of an entry, one per level."""
-        teacher_rec = self.teacher_of(entry).recorder
         return ([f for t in entry.student_taps
                  for f in self._student_rec.get(t, entry.key + '.student')],
-                [f for t in entry.teacher_taps for f in teacher_rec.get(t, entry.key + '.teacher')])
+                self._teacher_feats(entry))
+
+    def _teacher_feats(self, entry: LossEntry) -> list:
+        """This step's teacher tensors of an entry, one per level."""
+        recorder = self.teacher_of(entry).recorder
+        return [f for t in entry.teacher_taps for f in recorder.get(t, entry.key + '.teacher')]
 
     # ------------------------------------------------------------------ run
     def compute_distill_losses(self, data_samples: list | None,
@@ -212,6 +240,7 @@ class BaseDistiller(BaseModel):
         """
         extras: dict[str, Any] = {}
         losses = {}
+        self._level_losses = {}
         task_norm: list[float] = []  # measured once a step, for the first entry that needs it
         device = next(self.student.parameters()).device
         for entry, factor in zip(self.entries, factors or [1.0] * len(self.entries)):
@@ -226,13 +255,15 @@ class BaseDistiller(BaseModel):
             kwargs = {name: extras[name] for name in entry.extra_inputs}
             pairs = ([(feats_s, feats_t[0] if len(feats_t) == 1 else feats_t)]
                      if entry.all_levels else list(zip(feats_s, feats_t)))
-            total = 0.
+            total, levels = 0., []
             for module, (fs, ft) in zip(modules, pairs):
                 if not entry.all_levels:
                     fs, ft = resize_pair(fs, ft, entry.resize)
                 ft = ft.detach() if isinstance(ft, torch.Tensor) else [f.detach() for f in ft]
                 with self.teacher_of(entry).recorder.paused():  # a loss may run teacher modules
-                    total = total + module(fs, ft, **kwargs)
+                    levels.append(module(fs, ft, **kwargs))
+                total = total + levels[-1]
+            self._level_losses[entry.name] = levels
             weight = entry.weight * factor
             if entry.name in self.auto_weights:  # measured on the loss as configured
                 weight *= self._auto_weight(entry.name, total * entry.weight, task_losses,
@@ -280,6 +311,9 @@ class BaseDistiller(BaseModel):
                     teacher.run(inputs, data_samples)
             losses = self.student.loss(inputs, data_samples)
             distill = self.compute_distill_losses(data_samples, factors, losses)
+            if self.training:
+                self.non_finite.check({**losses, **distill},
+                                      lambda: self._non_finite_report(losses, distill))
         clash = set(losses) & set(distill)
         if clash:
             raise KeyError(f'distillation loss names {sorted(clash)} clash with the student\'s')
@@ -287,6 +321,38 @@ class BaseDistiller(BaseModel):
             observe(losses, distill)
         losses.update(distill)
         return losses
+
+    def _non_finite_report(self, task_losses: dict, distill: dict) -> list[str]:
+        """Where this step's non-finite values are: each non-finite task loss, and per entry
+        and level the loss and whether the teacher's or the student's tapped tensor is."""
+        lines = [f"the student's own {name} is {describe(value)}"
+                 for name, value in task_losses.items() if not all_finite([value])]
+        for entry in self.entries:
+            levels = self._level_losses.get(entry.name, [])
+            feats_s, feats_t = self._entry_feats(entry)
+            if entry.all_levels:
+                feats_s, feats_t = [feats_s], [feats_t]
+            for level, value in enumerate(levels):
+                if all_finite([value]):
+                    continue
+                at = f' level {level} of {len(levels)}' if len(levels) > 1 else ''
+                taps = f"student {[str(t) for t in entry.student_taps]}, teacher " \
+                       f"{[str(t) for t in entry.teacher_taps]}"
+                if not all_finite([feats_t[level]]):
+                    cause = f"the teacher's tapped tensor is {describe(feats_t[level])}"
+                    if self.teacher_of(entry).autocast == 'fp16':
+                        cause += " (the teacher runs in fp16: try teacher_autocast='bf16')"
+                elif not all_finite([feats_s[level]]):
+                    cause = f"the student's tapped tensor is {describe(feats_s[level])}"
+                else:
+                    cause = 'its inputs are finite: the loss itself is not'
+                lines.append(f'loss_{entry.name} ({entry.key},{at} taps {taps}) is '
+                             f'{describe(value)}: {cause}')
+            weighted = distill.get(f'loss_{entry.name}')
+            if levels and all_finite(levels) and not all_finite([weighted]):
+                lines.append(f'loss_{entry.name} ({entry.key}) is {describe(weighted)} only '
+                             f'after weighting (loss_weight {entry.weight})')
+        return lines or ['(no single loss is non-finite: their sum overflows)']
 
     def predict(self, inputs: torch.Tensor, data_samples: list | None = None) -> list:
         """Predict with the student alone."""

@@ -18,6 +18,7 @@ from torch import nn
 
 from .auto_weight import check_auto_weight
 from .losses.base import DistillLoss, ModelModules, contract
+from .nonfinite import all_finite, describe
 from .recorder import Tap, find_module
 from .registry import DISTILL_LOSSES
 from .schedule import WeightSchedule
@@ -182,11 +183,26 @@ def check_taps(entry: LossEntry, module: nn.Module, feats_s: list, feats_t: list
             raise ValueError(f'{entry.key}.{err}') from err
 
 
+def check_finite_teacher(entry: LossEntry, feats_t: list, precision: str = 'fp32') -> None:
+    """The teacher's tapped tensors of the dry run are finite (a checkpoint with inf or nan
+    weights, or a teacher that overflows in ``precision``, fails here, not at step 1)."""
+    for level, ft in enumerate(feats_t):
+        if not all_finite([ft]):
+            at = f' (level {level})' if len(feats_t) > 1 else ''
+            hint = ("it overflows in fp16: set model.teacher_autocast='bf16' (same range as "
+                    'fp32) or None' if precision == 'fp16' else
+                    'its checkpoint holds inf or nan weights, or the model overflows')
+            taps = [str(t) for t in entry.teacher_taps]
+            raise ValueError(f'{entry.key}.teacher: the teacher\'s taps {taps} give '
+                             f'{describe(ft)}{at} on the dry run in {precision}: {hint}')
+
+
 def check_entry(entry: LossEntry, modules: nn.ModuleList, feats_s: list, feats_t: list,
                 provided: tuple[str, ...], wrapper: str) -> None:
-    """Every build-time check of a built entry: the inputs the wrapper gives, the tensors'
-    shapes (per level) and the loss's own check."""
+    """Every build-time check of a built entry: the inputs the wrapper gives, the teacher's
+    tensors finite, the tensors' shapes (per level) and the loss's own check."""
     check_extra_inputs(entry, provided, wrapper)
+    check_finite_teacher(entry, feats_t)
     if not entry.all_levels:
         for level, (fs, ft) in enumerate(zip(feats_s, feats_t)):
             where = f'{entry.key} (level {level})' if len(feats_s) > 1 else entry.key

@@ -18,9 +18,11 @@ from collections.abc import Iterator
 
 from mmengine.logging import print_log
 from mmengine.registry import DATA_SAMPLERS, LOOPS
-from mmengine.runner import IterBasedTrainLoop
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmengine.runner.loops import _InfiniteDataloaderIterator
 from torch.utils.data import BatchSampler
+
+from ..nonfinite import SkippedStep
 
 
 class FastForwardBatchSampler:
@@ -118,6 +120,36 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
         self.runner.call_hook('after_train')
         return self.runner.model
 
+    def run_iter(self, data_batch) -> None:
+        """mmengine's iteration; a step skipped for non-finite losses gives no outputs."""
+        self.runner.call_hook('before_train_iter', batch_idx=self._iter, data_batch=data_batch)
+        outputs = train_step_or_skip(self.runner, data_batch)
+        self.runner.call_hook('after_train_iter', batch_idx=self._iter, data_batch=data_batch,
+                              outputs=outputs)
+        self._iter += 1
+
+
+def train_step_or_skip(runner, data_batch) -> dict:
+    """The model's train step; a step skipped for non-finite losses
+    (:class:`~mmdistill.nonfinite.SkippedStep`) gives no outputs and no optimizer step."""
+    try:
+        return runner.model.train_step(data_batch, optim_wrapper=runner.optim_wrapper)
+    except SkippedStep:
+        return {}
+
+
+@LOOPS.register_module()
+class DistillEpochBasedTrainLoop(EpochBasedTrainLoop):
+    """mmengine's ``EpochBasedTrainLoop``; a step skipped for non-finite losses
+    (``non_finite=dict(action='skip')``) is counted and the epoch goes on."""
+
+    def run_iter(self, idx, data_batch) -> None:
+        self.runner.call_hook('before_train_iter', batch_idx=idx, data_batch=data_batch)
+        outputs = train_step_or_skip(self.runner, data_batch)
+        self.runner.call_hook('after_train_iter', batch_idx=idx, data_batch=data_batch,
+                              outputs=outputs)
+        self._iter += 1
+
 
 def fast_forward(dataloader, n: int) -> _InfiniteDataloaderIterator:
     """mmengine's infinite iterator over ``dataloader``, positioned after its first ``n`` batches.
@@ -156,5 +188,6 @@ def fast_forward_config(dataloader: dict) -> dict:
     return cfg
 
 
-__all__ = ['FastForwardBatchSampler', 'FastResumeIterBasedTrainLoop', 'fast_forward',
-           'fast_forward_config', 'set_epoch']
+__all__ = ['DistillEpochBasedTrainLoop', 'FastForwardBatchSampler',
+           'FastResumeIterBasedTrainLoop', 'fast_forward', 'fast_forward_config', 'set_epoch',
+           'train_step_or_skip']

@@ -50,19 +50,22 @@ class DistillRunner(Runner):
 
     def build_train_loop(self, loop):
         from mmengine.registry import LOOPS
-        from mmengine.runner import IterBasedTrainLoop
+        from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
-        from .loops import FastResumeIterBasedTrainLoop
+        from .loops import DistillEpochBasedTrainLoop, FastResumeIterBasedTrainLoop
         if isinstance(loop, dict):
             loop = dict(loop)
             loop_type = loop.get('type')
             if isinstance(loop_type, str):
                 with LOOPS.switch_scope_and_registry(self.cfg.get('default_scope')) as reg:
                     loop_type = reg.get(loop_type)
-            if loop_type is IterBasedTrainLoop or (loop_type is None
-                                                   and loop.get('by_epoch') is False):
+            by_epoch = loop.get('by_epoch')
+            if loop_type is IterBasedTrainLoop or (loop_type is None and by_epoch is False):
                 loop.pop('by_epoch', None)
                 loop['type'] = FastResumeIterBasedTrainLoop
+            elif loop_type is EpochBasedTrainLoop or (loop_type is None and by_epoch is True):
+                loop.pop('by_epoch', None)
+                loop['type'] = DistillEpochBasedTrainLoop
         return super().build_train_loop(loop)
 
 
