@@ -14,17 +14,18 @@ from torch import Tensor
 
 from mmdistill.losses.base import DistillLoss, ModelModules, as_model_modules
 from mmdistill.losses.ld import box_distributions, distribution_kl
-from mmdistill.losses.utils import upcast
+from mmdistill.losses.utils import sample_std, upcast
 from mmdistill.registry import DISTILL_LOSSES
 
 
 def align_scale(feat_S: Tensor, feat_T: Tensor, eps: float = 1e-6) -> Tensor:
     """Give the student's ``(N, C, H, W)`` map the teacher's per-channel mean and std (over
-    N, H, W; unbiased std, ``eps`` on the student's), as CrossKD does before the teacher's head."""
+    N, H, W; unbiased std, ``eps`` on the student's), as CrossKD does before the teacher's head.
+    A single value per channel (a one-pixel level of a batch of one) becomes the teacher's."""
     dims = (0, 2, 3)
     feat_T = feat_T.detach()
-    normed = (feat_S - feat_S.mean(dims, keepdim=True)) / (feat_S.std(dims, keepdim=True) + eps)
-    return normed * feat_T.std(dims, keepdim=True) + feat_T.mean(dims, keepdim=True)
+    normed = (feat_S - feat_S.mean(dims, keepdim=True)) / (sample_std(feat_S, dims) + eps)
+    return normed * sample_std(feat_T, dims) + feat_T.mean(dims, keepdim=True)
 
 
 def kd_quality_focal_loss(pred: Tensor, target: Tensor, beta: float = 1.0) -> Tensor:
@@ -165,6 +166,8 @@ class CrossKDLoss(DistillLoss):
             box_kd = box_kd + (weight * (1 - giou)).sum()
             weight_sum = weight_sum + weight.sum()
         num_pos = max(self.pos_per_gt * sum(len(b) for b in gt_bboxes), 1.0)
+        # all weights 0 (the teacher's scores underflow everywhere): the weighted sums are 0
+        weight_sum = weight_sum.clamp_min(torch.finfo(weight_sum.dtype).tiny)
         return (self.cls_weight * cls_kd / num_pos
                 + (self.reg_weight * reg_kd + self.bbox_weight * box_kd) / weight_sum)
 

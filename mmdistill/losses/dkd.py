@@ -21,13 +21,6 @@ def hard_labels(gt_labels: torch.Tensor) -> torch.Tensor:
     return gt_labels.reshape(-1).long()
 
 
-def _cat_mask(p: torch.Tensor, gt_mask: torch.Tensor, other_mask: torch.Tensor) -> torch.Tensor:
-    """(N, K) probabilities -> (N, 2) binary distribution [p_gt, sum of the others]."""
-    p_gt = (p * gt_mask).sum(dim=1, keepdim=True)
-    p_other = (p * other_mask).sum(dim=1, keepdim=True)
-    return torch.cat([p_gt, p_other], dim=1)
-
-
 def dkd_loss(logits_S: torch.Tensor,
              logits_T: torch.Tensor,
              target: torch.Tensor,
@@ -39,10 +32,11 @@ def dkd_loss(logits_S: torch.Tensor,
     TCKD is the KL divergence of the binary [target, non-target] distributions; NCKD the KL
     divergence of the distributions over the non-target classes, obtained by subtracting
     ``1000`` from the target logit (after dividing by T), as mdistiller. Both are summed over
-    the batch and multiplied by ``T^2 / N``. One numerical difference: the log of the
-    student's binary distribution is computed with log-sum-exp instead of ``torch.log`` of the
-    summed probabilities, which is the same value (to rounding) but stays finite when the
-    target probability underflows (large logits / small T), where mdistiller gives inf or nan.
+    the batch and multiplied by ``T^2 / N``. Numerical differences (the same values, to
+    rounding): the logs of the binary distributions are computed with log-sum-exp instead of
+    ``torch.log`` of the summed probabilities, which stays finite when the target probability
+    underflows (large logits / small T), where mdistiller gives inf or nan; and the KLs take the
+    teacher's log-probabilities, so that a learnable T (CTKD) gets a finite gradient.
 
     Args:
         logits_S: (N, K) student logits.
@@ -63,23 +57,27 @@ def dkd_loss(logits_S: torch.Tensor,
 
     gt_mask = torch.zeros_like(logits_S).scatter_(1, target.unsqueeze(1), 1.0)
     gt_bool = gt_mask.bool()
-    other_bool = ~gt_bool
 
     z_S = logits_S / T
-    p_T = F.softmax(logits_T / T, dim=1)
-    b_T = _cat_mask(p_T, gt_bool, other_bool)
-    # log of the student's binary distribution [p_gt, sum of the others], via log-sum-exp so
-    # that it stays finite when p_gt underflows (mdistiller takes torch.log of the sums).
-    lse_all = torch.logsumexp(z_S, dim=1, keepdim=True)
-    log_b_S = torch.cat([
-        z_S.gather(1, target.unsqueeze(1)),
-        torch.logsumexp(z_S.masked_fill(gt_bool, float('-inf')), dim=1, keepdim=True),
-    ], dim=1) - lse_all
-    tckd = F.kl_div(log_b_S, b_T, reduction='sum') * T**2 / n
+    z_T = logits_T / T
+
+    def log_binary(z: torch.Tensor) -> torch.Tensor:
+        """log of the binary distribution [p_gt, sum of the others] of logits ``z``, via
+        log-sum-exp so that it stays finite when p_gt underflows (mdistiller takes torch.log
+        of the summed probabilities)."""
+        return torch.cat([
+            z.gather(1, target.unsqueeze(1)),
+            torch.logsumexp(z.masked_fill(gt_bool, float('-inf')), dim=1, keepdim=True),
+        ], dim=1) - torch.logsumexp(z, dim=1, keepdim=True)
+
+    # the teacher's log-probabilities as the targets: the same KLs, and their gradients in a
+    # learnable T stay finite where a teacher probability is 0 (NCKD's target class always is)
+    tckd = F.kl_div(log_binary(z_S), log_binary(z_T), reduction='sum',
+                    log_target=True) * T**2 / n
 
     log_q_S = F.log_softmax(z_S - 1000.0 * gt_mask, dim=1)
-    q_T = F.softmax(logits_T / T - 1000.0 * gt_mask, dim=1)
-    nckd = F.kl_div(log_q_S, q_T, reduction='sum') * T**2 / n
+    log_q_T = F.log_softmax(z_T - 1000.0 * gt_mask, dim=1)
+    nckd = F.kl_div(log_q_S, log_q_T, reduction='sum', log_target=True) * T**2 / n
     return alpha * tckd + beta * nckd
 
 

@@ -72,8 +72,10 @@ def kd_loss(logits_S: torch.Tensor,
         logits_T = standardize_logits(logits_T)
     T = as_temperature(temperature)
     log_p_S = F.log_softmax(logits_S / T, dim=1)
-    p_T = F.softmax(logits_T / T, dim=1)
-    terms = F.kl_div(log_p_S, p_T, reduction='none')
+    # the teacher's log-probabilities as the target: the same KL, and its gradient in a
+    # learnable T stays finite where a teacher probability underflows to 0
+    log_p_T = F.log_softmax(logits_T / T, dim=1)
+    terms = F.kl_div(log_p_S, log_p_T, reduction='none', log_target=True)
     if class_weight is not None:
         terms = terms * class_weight.to(terms)
     return terms.sum(1).mean() * T**2

@@ -22,14 +22,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmdistill.losses.base import DistillLoss
-from mmdistill.losses.utils import HALF
+from mmdistill.losses.utils import HALF, sample_std
 from mmdistill.registry import DISTILL_LOSSES
 
 
 def pearson_standardise(feat: Tensor, eps: float = 1e-6) -> Tensor:
-    """Standardise every channel of ``feat`` (N, C, H, W) over (N, H, W), unbiased std + eps."""
+    """Standardise every channel of ``feat`` (N, C, H, W) over (N, H, W), unbiased std + eps
+    (a single value per channel, a 1x1 map of a batch of one, standardises to 0)."""
     mean = feat.mean(dim=(0, 2, 3), keepdim=True)
-    std = feat.std(dim=(0, 2, 3), keepdim=True)
+    std = sample_std(feat, (0, 2, 3))
     return (feat - mean) / (std + eps)
 
 

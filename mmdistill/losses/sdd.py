@@ -103,8 +103,10 @@ def sdd_kd_loss(local_S: torch.Tensor,
     n, _, m = local_S.shape
 
     log_p_S = F.log_softmax(local_S / T, dim=1)
-    p_T = F.softmax(local_T / T, dim=1)
-    kl = F.kl_div(log_p_S, p_T, reduction='none') * T**2
+    # the teacher's log-probabilities as the target: the same KL, and its gradient in a
+    # learnable T stays finite where a teacher probability underflows to 0
+    log_p_T = F.log_softmax(local_T / T, dim=1)
+    kl = F.kl_div(log_p_S, log_p_T, reduction='none', log_target=True) * T**2
     kl = torch.where(torch.isnan(kl), torch.zeros_like(kl), kl).sum(dim=1)  # (N, M)
     weights = sdd_region_weights(local_T, target)
     return (kl * weights).sum() / (m * n)

@@ -17,6 +17,16 @@ def upcast(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in HALF else x
 
 
+def sample_std(x: torch.Tensor, dim: tuple[int, ...]) -> torch.Tensor:
+    """The unbiased standard deviation of ``x`` over ``dim`` (kept), 0 where those dims hold a
+    single value (a 1x1 map of a batch of one), where the unbiased estimate would be NaN: one
+    value has no spread, and standardising it gives 0 whatever the std is."""
+    count = 1
+    for d in dim:
+        count *= x.shape[d]
+    return x.std(dim=dim, correction=1 if count > 1 else 0, keepdim=True)
+
+
 def global_pool(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C) by global average pooling; any other shape -> (N, -1)."""
     if x.dim() == 4:
