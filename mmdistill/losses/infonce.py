@@ -49,10 +49,11 @@ class InfoNCELoss(DistillLoss):
             and student_channels != teacher_channels) else None
 
     def forward(self, preds_S: torch.Tensor, preds_T: torch.Tensor) -> torch.Tensor:
-        """``CE(z_S z_T^T / tau, arange(N))``."""
-        if preds_S.shape[0] != preds_T.shape[0] or preds_S.shape[0] < 2:
-            raise ValueError('InfoNCELoss needs the same batch of at least 2 images on both '
-                             f'sides, got {tuple(preds_S.shape)} and {tuple(preds_T.shape)}')
+        """``CE(z_S z_T^T / tau, arange(N))``; 0 for a batch of one (the positive is the
+        only candidate: nothing to contrast, e.g. the last batch of an epoch)."""
+        if preds_S.shape[0] != preds_T.shape[0]:
+            raise ValueError('InfoNCELoss needs the same batch on both sides, got '
+                             f'{tuple(preds_S.shape)} and {tuple(preds_T.shape)}')
         s = global_pool(upcast(preds_S))
         t = global_pool(upcast(preds_T.detach()))
         if self.align is not None:

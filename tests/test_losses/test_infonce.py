@@ -40,5 +40,7 @@ def test_maps_are_pooled_and_aligned():
     assert float(out) == pytest.approx(ref, rel=1e-9)
     out.backward()
     assert t.grad is None and m.align.weight.grad is not None
-    with pytest.raises(ValueError, match='at least 2 images'):
-        m(s[:1], t[:1])
+    one = m(s[:1], t[:1])  # a batch of one: no negatives, log softmax over one candidate is 0
+    assert float(one) == 0.0
+    with pytest.raises(ValueError, match='the same batch on both sides'):
+        m(s[:2], t[:1])
