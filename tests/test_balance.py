@@ -72,6 +72,32 @@ def test_loss_without_gradient_path_has_zero_share():
     assert math.isnan(stats['grad_cos_const'])
 
 
+def test_hook_warns_once_per_episode_with_the_weight_that_restores_the_threshold(monkeypatch):
+    import logging
+
+    import mmdistill.hooks.distill_balance_hook as module
+    logged = []
+    monkeypatch.setattr(module, 'print_log', lambda msg, logger, level: logged.append(
+        (msg, level)))
+    hook = module.DistillBalanceHook(warn_ratio=2.0, warn_steps=3)
+    weights = dict(kd=0.9, fgd=1.0, at=0.5)
+    kd = [3, 3, 2.5, 4, 1, 3, 3, 5]        # above 3 steps at step 3 and again at step 8
+    fgd = [1.5] * 8                         # below the threshold
+    at = [3, 3, 1, 3, 3, 2, 3, 3]           # never 3 consecutive steps above (2 is not above)
+    warned = {}
+    for step, ratios in enumerate(zip(kd, fgd, at), 1):
+        stats = {f'ratio_{name}': r for name, r in zip(('kd', 'fgd', 'at'), ratios)}
+        for message in hook.warn_exploding(stats, weights, step):
+            warned[step] = message
+    assert sorted(warned) == [3, 8]
+    assert 'loss_kd' in warned[3] and 'ratio 2.5' in warned[3]
+    assert 'model.distill_losses.kd.loss_weight=0.72 (now 0.9)' in warned[3]  # 0.9 x 2 / 2.5
+    assert 'model.distill_losses.kd.loss_weight=0.36 (now 0.9)' in warned[8]  # 0.9 x 2 / 5
+    assert [level for _, level in logged] == [logging.WARNING] * 2
+    with pytest.raises(ValueError, match='warn_ratio must be > 0'):
+        module.DistillBalanceHook(warn_ratio=0.0)
+
+
 pytest.importorskip('mmpretrain')
 from mmengine.config import Config  # noqa: E402
 
@@ -86,7 +112,8 @@ def test_hook_logs_through_message_hub_and_visualizer(tmp_path):
     teacher = str(tmp_path / 'teacher.pth')
     save_teacher(tiny_classifier(16), teacher, scope='mmpretrain')
     model = tiny_distill_classifier_config(teacher)
-    hooks = [dict(type='DistillBalanceHook', interval=1, grad_interval=2),
+    hooks = [dict(type='DistillBalanceHook', interval=1, grad_interval=2, warn_ratio=1e-4,
+                  warn_steps=2),
              dict(type='DumpLossesHook')]
     cfg = cifar_config(model, osp.join(SHARED_DATA, 'cifar10'), str(tmp_path / 'run'), 4, 8,
                        0.05, 'balance', progress=False, extra_hooks=hooks)
@@ -114,3 +141,8 @@ def test_hook_logs_through_message_hub_and_visualizer(tmp_path):
         logged = [r for r in map(json.loads, f) if 'loss_kd' in r]  # the training lines
     assert [r['ratio_kd'] for r in logged] == pytest.approx([r['ratio_kd'] for r in rows])
     assert logged[0]['grad_share_kd'] == pytest.approx(rows[0]['grad_share_kd'])
+    # warn_ratio: KD (about 3e-4 x the task loss) is above 1e-4 since step 1; one warning, at step 2
+    with open(osp.join(runner.log_dir, osp.basename(runner.log_dir) + '.log')) as f:
+        warnings = [line for line in f if 'DistillBalanceHook: loss_kd' in line]
+    weight = 0.9 * 1e-4 / rows[1]['ratio_kd']
+    assert len(warnings) == 1 and f'loss_weight={weight:.4g} (now 0.9)' in warnings[0]

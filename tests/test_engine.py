@@ -85,3 +85,98 @@ def test_the_runner_prepares_the_config_for_training_and_for_a_test(tmp_path):
     runner = build_runner(cfg)
     assert 'DistillStateHook' not in [type(h).__name__ for h in runner.hooks]
     assert runner.model.teacher is None
+
+
+class Crash(Exception):
+    """The process dying mid-write, as an exception."""
+
+
+def _checkpointing_config(tmp_path, max_keep_ckpts: int = -1) -> Config:
+    """3 iterations of the tiny classifier, a checkpoint after each, no validation."""
+    cfg = _cls_config(tmp_path)
+    cfg.train_cfg.update(max_iters=3, val_interval=4)
+    cfg.default_hooks.checkpoint.update(interval=1, max_keep_ckpts=max_keep_ckpts)
+    return cfg
+
+
+def _every_checkpoint_loads(work_dir: str) -> bool:
+    import glob
+
+    import torch
+    for path in glob.glob(os.path.join(work_dir, '*.pth')):
+        try:
+            torch.load(path, weights_only=False)
+        except Exception:
+            return False
+    return True
+
+
+def _resume_from_latest(cfg: Config) -> str:
+    """Resume ``cfg``'s run as ``--resume`` does and train it to the end; the file resumed from."""
+    from mmengine.runner import find_latest_checkpoint
+    latest = find_latest_checkpoint(cfg.work_dir)
+    cfg.resume = True
+    runner = build_runner(cfg)
+    runner.train()
+    assert runner.iter == 3
+    return os.path.basename(latest)
+
+
+@pytest.mark.parametrize('max_keep_ckpts', [-1, 1])
+def test_a_crash_mid_checkpoint_write_leaves_the_previous_checkpoint_to_resume(
+        tmp_path, monkeypatch, max_keep_ckpts):
+    from mmengine.fileio import LocalBackend
+    put = LocalBackend.put
+
+    def crash_writing(name: str):
+        """``LocalBackend.put`` that writes half of a file named ``name*`` and crashes."""
+        def put_half_then_crash(self, obj: bytes, filepath) -> None:
+            if os.path.basename(str(filepath)).startswith(name):
+                with open(filepath, 'wb') as f:
+                    f.write(obj[:len(obj) // 2])
+                raise Crash(filepath)
+            put(self, obj, filepath)
+        return put_half_then_crash
+
+    cfg = _checkpointing_config(tmp_path, max_keep_ckpts)
+    monkeypatch.setattr(LocalBackend, 'put', crash_writing('iter_3.pth'))
+    runner = build_runner(cfg)
+    assert 'AtomicCheckpointHook' in [type(h).__name__ for h in runner.hooks]
+    with pytest.raises(Crash):
+        runner.train()
+    # stock: a truncated iter_3.pth; with max_keep_ckpts=1 iter_2.pth deleted before the write
+    assert _every_checkpoint_loads(cfg.work_dir)
+    # a crash rewriting the checkpoint that last_checkpoint names leaves it whole
+    monkeypatch.setattr(LocalBackend, 'put', crash_writing('iter_2.pth'))
+    with pytest.raises(Crash):
+        runner.save_checkpoint(cfg.work_dir, 'iter_2.pth')
+    assert _every_checkpoint_loads(cfg.work_dir)
+    monkeypatch.setattr(LocalBackend, 'put', put)
+    assert _resume_from_latest(cfg) == 'iter_2.pth'
+
+
+def test_a_crash_mid_last_checkpoint_write_leaves_it_naming_a_checkpoint(tmp_path, monkeypatch):
+    import builtins
+
+    import mmengine.hooks.checkpoint_hook
+
+    import mmdistill.engine.checkpoint
+
+    def open_truncate_then_crash(path, mode='r', *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        if os.path.basename(str(path)).startswith('last_checkpoint') and 'w' in mode:
+            f.close()  # truncated, nothing written
+            raise Crash(path)
+        return f
+
+    cfg = _checkpointing_config(tmp_path)
+    cfg.train_cfg.max_iters = 2
+    build_runner(cfg).train()
+    cfg.train_cfg.max_iters = 3
+    cfg.resume = True
+    for module in (mmengine.hooks.checkpoint_hook, mmdistill.engine.checkpoint):
+        monkeypatch.setattr(module, 'open', open_truncate_then_crash, raising=False)
+    with pytest.raises(Crash):
+        build_runner(cfg).train()  # iteration 3's checkpoint written, last_checkpoint not
+    monkeypatch.undo()
+    assert _resume_from_latest(cfg) == 'iter_2.pth'

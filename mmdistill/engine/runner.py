@@ -1,9 +1,15 @@
 """The Runner of distillation configs: mmengine's, with exact, fast resume and CPU launch."""
 from __future__ import annotations
 
+import os.path as osp
+
 from mmengine.config import Config
-from mmengine.registry import MODELS, RUNNERS
+from mmengine.dist import master_only
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.registry import HOOKS, MODELS, RUNNERS
 from mmengine.runner import Runner
+
+from .checkpoint import AtomicCheckpointHook, atomic_path, is_local_path
 
 
 def distiller_class(cfg: Config) -> type | None:
@@ -31,7 +37,11 @@ class DistillRunner(Runner):
     * :func:`~mmdistill.engine.launch.setup_distributed`: gloo and ``device_ids=None`` on
       machines without CUDA;
     * :class:`~mmdistill.engine.loops.FastResumeIterBasedTrainLoop` in place of mmengine's
-      ``IterBasedTrainLoop``: a resumed run skips the trained batches by index.
+      ``IterBasedTrainLoop``: a resumed run skips the trained batches by index;
+    * checkpoints that a crash at any moment cannot corrupt: every local checkpoint is written
+      to a temporary file, synced and renamed (:meth:`save_checkpoint`), and
+      :class:`~mmdistill.engine.checkpoint.AtomicCheckpointHook` replaces ``CheckpointHook``
+      (``last_checkpoint`` replaced atomically, old checkpoints deleted only after the new one).
 
     Our ``tools/train.py`` and ``tools/test.py`` leave all of it to :meth:`from_cfg`, which
     prepares the config once.
@@ -67,6 +77,37 @@ class DistillRunner(Runner):
                 loop.pop('by_epoch', None)
                 loop['type'] = DistillEpochBasedTrainLoop
         return super().build_train_loop(loop)
+
+    def register_hook(self, hook: Hook | dict, priority=None) -> None:
+        """Register ``hook``; a ``CheckpointHook`` config becomes an
+        :class:`~mmdistill.engine.checkpoint.AtomicCheckpointHook` with the same arguments."""
+        if isinstance(hook, dict):
+            hook_type = hook.get('type')
+            if isinstance(hook_type, str):
+                with HOOKS.switch_scope_and_registry(self.cfg.get('default_scope')) as reg:
+                    hook_type = reg.get(hook_type)
+            if hook_type is CheckpointHook:
+                hook = dict(hook, type=AtomicCheckpointHook)
+        super().register_hook(hook, priority)
+
+    @master_only
+    def save_checkpoint(self, out_dir: str, filename: str, file_client_args: dict | None = None,
+                        save_optimizer: bool = True, save_param_scheduler: bool = True,
+                        meta: dict | None = None, by_epoch: bool = True,
+                        backend_args: dict | None = None) -> None:
+        """mmengine's ``Runner.save_checkpoint``, atomic on the local file system: the checkpoint
+        is written to ``<filename>.tmp`` beside it, synced and renamed onto ``filename``
+        (:func:`~mmdistill.engine.checkpoint.atomic_path`), so a crash mid-write leaves the
+        previous file, never a truncated one. Remote backends are written as mmengine does."""
+        filepath = osp.join(out_dir, filename)
+        atomic = file_client_args is None and is_local_path(filepath, backend_args)
+        save = super().save_checkpoint
+        args = dict(save_optimizer=save_optimizer, save_param_scheduler=save_param_scheduler,
+                    meta=meta, by_epoch=by_epoch, backend_args=backend_args)
+        if not atomic:
+            return save(out_dir, filename, file_client_args, **args)
+        with atomic_path(filepath) as tmp:
+            save(out_dir, osp.basename(tmp), **args)
 
 
 def use_amp(cfg: Config) -> Config:
