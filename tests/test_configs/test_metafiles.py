@@ -31,7 +31,8 @@ ENTRIES = metafile_entries()
 
 def test_every_config_is_in_a_metafile_once():
     listed = [e['Config'] for e in ENTRIES]
-    shipped = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', '*', '*.py')))
+    shipped = sorted(osp.relpath(p, ROOT)
+                     for p in glob.glob(osp.join(ROOT, 'configs', '*', '*.py')))
     assert sorted(listed) == shipped
     for entry in ENTRIES:
         assert entry['_metafile'] == osp.join(osp.dirname(entry['Config']), 'metafile.yml')
