@@ -19,6 +19,7 @@ teacher_ckpt = 'checkpoints/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f84
 head_taps = ['bbox_head.cls_convs.2.gn', 'bbox_head.reg_convs.2.gn']
 model = dict(
     _delete_=True,
+    _scope_='mmdet',  # its library's registry, also when inherited as mmdistill::
     type='DistillDetector',
     student=_base_.model,
     teacher=dict(

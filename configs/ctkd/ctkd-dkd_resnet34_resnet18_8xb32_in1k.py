@@ -18,6 +18,7 @@ student.data_preprocessor = _base_.data_preprocessor  # CE 1.0 (the base's loss 
 
 model = dict(
     _delete_=True,
+    _scope_='mmpretrain',  # its library's registry, also when inherited as mmdistill::
     type='DistillClassifier',
     student=student,
     teacher=dict(

@@ -18,6 +18,7 @@ teacher_ckpt = 'checkpoints/pspnet_r101-d8_512x1024_80k_cityscapes_20200606_1122
 
 model = dict(
     _delete_=True,
+    _scope_='mmseg',  # its library's registry, also when inherited as mmdistill::
     type='DistillSegmentor',
     student=_base_.model,
     teacher=dict(

@@ -16,6 +16,7 @@ student.data_preprocessor = _base_.data_preprocessor
 
 model = dict(
     _delete_=True,
+    _scope_='mmpretrain',  # its library's registry, also when inherited as mmdistill::
     type='DistillClassifier',
     student=student,
     # the teacher: the student's moving average, in every training checkpoint (resume continues

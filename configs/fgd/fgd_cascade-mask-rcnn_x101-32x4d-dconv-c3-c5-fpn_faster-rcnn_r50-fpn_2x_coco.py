@@ -16,6 +16,7 @@ teacher_ckpt = 'checkpoints/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco
 
 model = dict(
     _delete_=True,
+    _scope_='mmdet',  # its library's registry, also when inherited as mmdistill::
     type='DistillDetector',
     student=_base_.model,
     teacher=dict(

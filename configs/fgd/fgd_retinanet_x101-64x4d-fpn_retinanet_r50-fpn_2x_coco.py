@@ -14,6 +14,7 @@ teacher_ckpt = 'checkpoints/retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.p
 
 model = dict(
     _delete_=True,
+    _scope_='mmdet',  # its library's registry, also when inherited as mmdistill::
     type='DistillDetector',
     student=_base_.model,
     teacher=dict(

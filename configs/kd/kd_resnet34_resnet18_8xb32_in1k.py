@@ -19,6 +19,7 @@ student.head.loss.loss_weight = 0.5  # CE 0.5
 
 model = dict(
     _delete_=True,
+    _scope_='mmpretrain',  # its library's registry, also when inherited as mmdistill::
     type='DistillClassifier',
     student=student,
     teacher=dict(

@@ -22,6 +22,7 @@ student.head.loss.loss_weight = 0.1  # CE 0.1
 
 model = dict(
     _delete_=True,
+    _scope_='mmpretrain',  # its library's registry, also when inherited as mmdistill::
     type='DistillClassifier',
     student=student,
     teacher=dict(

@@ -15,6 +15,7 @@ teacher_ckpt = 'checkpoints/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f84
 
 model = dict(
     _delete_=True,
+    _scope_='mmdet',  # its library's registry, also when inherited as mmdistill::
     type='DistillDetector',
     # GFL R18-FPN, as the student of mmdet's LD config
     student=dict(

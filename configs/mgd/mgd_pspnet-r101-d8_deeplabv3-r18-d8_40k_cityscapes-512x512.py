@@ -24,6 +24,7 @@ teacher_ckpt = 'checkpoints/pspnet_r101-d8_512x1024_40k_cityscapes_20200604_2327
 
 model = dict(
     _delete_=True,
+    _scope_='mmseg',  # its library's registry, also when inherited as mmdistill::
     type='DistillSegmentor',
     student=dict(_base_.model,
                  data_preprocessor=dict(_base_.model.data_preprocessor, size=crop_size)),

@@ -22,6 +22,7 @@ student.head.loss = dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='ori
 
 model = dict(
     _delete_=True,
+    _scope_='mmpretrain',  # its library's registry, also when inherited as mmdistill::
     type='DistillClassifier',
     student=student,
     teacher=dict(

@@ -15,6 +15,7 @@ teacher_ckpt = 'checkpoints/fcos_x101_64x4d_fpn_gn-head_mstrain_640-800_2x_coco_
 
 model = dict(
     _delete_=True,
+    _scope_='mmdet',  # its library's registry, also when inherited as mmdistill::
     type='DistillDetector',
     student=_base_.model,
     teacher=dict(

@@ -16,6 +16,7 @@ teacher_ckpt = 'checkpoints/rtmdet_m_8xb32-300e_coco_20220719_112220-229f527c.pt
 
 model = dict(
     _delete_=True,
+    _scope_='mmdet',  # its library's registry, also when inherited as mmdistill::
     type='DistillDetector',
     student=_base_.model,
     teacher=dict(

@@ -1,7 +1,8 @@
 """Task wrappers: each module is imported (and its wrapper registered in its library's MODELS)
 when that library imports; the wrappers are the ``BaseDistiller`` subclasses it defines.
 
-Where a library is missing (or fails to import), ``import mmdistill`` still works: the wrapper's
+Where a library is missing, fails to import or is out of the supported range
+(``mmdistill/version.py``), ``import mmdistill`` still works: the wrapper's
 name is registered in mmengine's root ``MODELS`` as a builder that raises an ``ImportError``
 saying what to install, and ``from mmdistill.models import DistillDetector`` raises the same.
 """
@@ -10,6 +11,8 @@ import importlib
 from mmengine.registry import MODELS
 
 from ..distiller import BaseDistiller
+from ..utils.version_check import check_library_version
+from ..version import OPTIONAL
 
 # library -> (module here, wrapper, pip extra)
 WRAPPERS = {'mmdet': ('detector', 'DistillDetector', 'det'),
@@ -19,7 +22,9 @@ MISSING: dict[str, str] = {}  # wrapper name -> why it is not available
 
 __all__ = []
 for _lib, (_module, _wrapper, _extra) in WRAPPERS.items():
+    _distribution = next(d for d, (name, *_) in OPTIONAL.items() if name == _lib)
     try:
+        check_library_version(_distribution)
         _mod = importlib.import_module(f'.{_module}', __name__)
     except ImportError as error:
         MISSING[_wrapper] = (f'{_wrapper} needs {_lib}, which did not import ({error}); install '

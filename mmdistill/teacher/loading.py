@@ -32,7 +32,8 @@ def load_teacher_config(spec: str | dict, key: str) -> Config:
 
 
 def model_config(cfg: Config, key: str = TEACHER_KEY) -> dict:
-    """The model part of a full config (or the config itself when it is a model config).
+    """The model part of a full config (or the config itself when it is a model config); of a
+    distillation config (``mmdistill::...``), its student: a distilled student as the teacher.
 
     A top-level ``data_preprocessor`` (mmpretrain's configs keep it there) goes into the model,
     as mmengine's Runner does, so the teacher keeps its own normalisation.
@@ -42,6 +43,8 @@ def model_config(cfg: Config, key: str = TEACHER_KEY) -> dict:
         raise ValueError(f'{key}.config: no model type in the teacher config')
     if model is not cfg and cfg.get('data_preprocessor') is not None:
         model.setdefault('data_preprocessor', cfg.data_preprocessor)
+    if 'student' in model and 'distill_losses' in model:
+        return model_config(Config(dict(model=model.student)), key)
     return model
 
 
@@ -53,7 +56,11 @@ def load_teacher_weights(model: nn.Module, checkpoint: str,
     containers, or does not fit the model (missing/unexpected keys, shape mismatches).
     """
     if '://' not in checkpoint and not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f'{key}: teacher checkpoint {checkpoint!r} does not exist')
+        raise FileNotFoundError(
+            f'{key}: teacher checkpoint {checkpoint!r} does not exist. To train, download it '
+            f'or pass --cfg-options {key}=/path/to/teacher.pth; to test or export the student '
+            'alone (no teacher built), pass --cfg-options model.skip_teacher=True (mmdistill\'s '
+            'tools/test.py and export_student.py do this themselves)')
     try:
         ckpt = _load_checkpoint(checkpoint, map_location='cpu')
     except pickle.UnpicklingError as err:

@@ -10,6 +10,9 @@ from mmdistill.recorder import Tap
 from mmdistill.registry import DISTILL_LOSSES
 from tests.conftest import ROOT
 
+WRAPPER_SCOPES = {'DistillDetector': 'mmdet', 'DistillSegmentor': 'mmseg',
+                  'DistillClassifier': 'mmpretrain'}
+
 
 def plain(value):
     """ConfigDicts/lists to plain dicts/lists, for comparison."""
@@ -25,12 +28,14 @@ def taps(spec) -> list:
 
 
 def check_distill_config(cfg: Config, name: str, wrapper: str, models) -> None:
-    """custom_imports, the wrapper type (registered in ``models``), the teacher keys (of
+    """custom_imports, the wrapper type (registered in ``models``) and its library's ``_scope_``
+    (the model builds when the config is inherited as ``mmdistill::...``), the teacher keys (of
     ``model.teacher`` or each of ``model.teachers``; an EMA teacher has only ``ema``), and the
     model-zoo URL in the comment above each teacher checkpoint path (the same file)."""
     assert cfg.custom_imports.imports == ['mmdistill']
     assert cfg.custom_imports.allow_failed_imports is False
     assert cfg.model.type == wrapper
+    assert cfg.model._scope_ == WRAPPER_SCOPES[wrapper]
     assert models.get(wrapper) is not None
     assert ('teacher' in cfg.model) != ('teachers' in cfg.model)
     with open(os.path.join(ROOT, 'configs', name)) as f:

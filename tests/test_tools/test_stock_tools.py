@@ -1,9 +1,13 @@
 """Drop-in: mmdet's, mmseg's and mmpretrain's own ``tools/train.py`` (as pip installs them, under
 ``<lib>/.mim/tools``) train a distillation config 2 iterations, resume with ``--resume`` to 4, and
 log the losses of the uninterrupted run (random augmentation, CPU). Their checkpoints load under
-torch's weights-only default once mmdistill is imported, and only then."""
+torch's weights-only default once mmdistill is imported, and only then. Their ``tools/test.py``
+tests the student of a distillation config without the teacher's checkpoint on disk: it fails at
+once naming ``model.skip_teacher=True``, and runs with it."""
 import importlib
 import json
+import os
+import re
 import os.path as osp
 import subprocess
 import sys
@@ -25,9 +29,9 @@ CASES = {
 DUMP = "custom_hooks = [dict(type='DumpLossesHook', digest=True)]\n"
 
 
-def stock_train(lib: str) -> str:
-    path = osp.join(osp.dirname(importlib.import_module(lib).__file__), '.mim', 'tools',
-                    'train.py')
+def stock_tool(lib: str, script: str = 'train.py') -> str:
+    """The path of ``lib``'s own ``tools/<script>`` as pip installs it."""
+    path = osp.join(osp.dirname(importlib.import_module(lib).__file__), '.mim', 'tools', script)
     assert osp.isfile(path), path
     return path
 
@@ -56,7 +60,7 @@ def test_stock_train_py_resumes_exactly(lib, tmp_path):
     derived.write_text(f'_base_ = [{base!r}]\n'
                        "default_hooks = dict(checkpoint=dict(by_epoch=False, interval=2))\n"
                        + ('' if 'DumpLossesHook' in str(cfg.get('custom_hooks')) else DUMP))
-    tool = stock_train(lib)
+    tool = stock_tool(lib)
     opt = ['--cfg-options', f'model.teacher.checkpoint={teacher}']
     straight, parted = str(tmp_path / 'straight'), str(tmp_path / 'parted')
     run(tool, str(derived), '--work-dir', straight, *opt, 'train_cfg.max_iters=4')
@@ -81,3 +85,33 @@ def test_stock_train_py_resumes_exactly(lib, tmp_path):
     assert 'mmengine.logging.history_buffer.HistoryBuffer' in unsafe
     assert unsafe <= allowed, unsafe - allowed
     assert torch.load(ckpt, map_location='cpu')['meta']['iter'] == 2  # mmdistill is imported
+
+
+# a few test images are enough (CIFAR-10's test split has 10000)
+TEST_SUBSET = {'mmpretrain': ['test_dataloader.dataset.indices=8']}
+
+
+@pytest.mark.parametrize('lib', sorted(CASES))
+def test_stock_test_py_without_the_teacher_checkpoint(lib, tmp_path):
+    from mmengine.config import Config
+    config, data, _ = CASES[lib]
+    pytest.importorskip(lib)
+    if not osp.isdir(osp.join(SHARED_DATA, data)):
+        pytest.skip(f'needs ../shared/data/{data}')
+    base = osp.join(ROOT, 'tests', 'data', config)
+    cfg = Config.fromfile(base)
+    assert not osp.isfile(osp.join(ROOT, cfg.model.teacher.checkpoint))
+    student = importlib.import_module(f'{lib}.registry').MODELS
+    importlib.import_module(f'{lib}.utils').register_all_modules()
+    state = student.build(cfg.model.student).state_dict()
+    ckpt = str(tmp_path / 'student_run.pth')
+    torch.save({'state_dict': {f'student.{k}': v for k, v in state.items()}}, ckpt)
+    tool = stock_tool(lib, 'test.py')
+    args = [sys.executable, tool, base, ckpt, '--work-dir', str(tmp_path / 'test'),
+            '--cfg-options', 'randomness.seed=0', *TEST_SUBSET.get(lib, [])]
+    failed = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert failed.returncode != 0
+    assert 'teacher checkpoint' in failed.stderr and 'model.skip_teacher=True' in failed.stderr
+    log = run(*args[1:], 'model.skip_teacher=True')
+    assert re.search(r'(Epoch|Iter)\(test\) \[\d+/\d+\]', log), log[-2000:]
