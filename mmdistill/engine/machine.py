@@ -94,10 +94,10 @@ def machine_line(info: dict | None = None) -> str:
     cores = f'{info["cores"]} cores'
     if info.get('usable', info['cores']) != info['cores']:
         cores += f' ({info["usable"]} usable)'
-    line = (f'{info["cpu"]} ({", ".join(info["vector"]) or "no AVX2"}; torch kernels '
+    line = (f'CPU {info["cpu"]} ({", ".join(info["vector"]) or "no AVX2"}; torch kernels '
             f'{info["capability"]}; {_precisions(info.get("native", []))}), {cores}, '
             f'torch {info["torch"]}, {info["threads"]} threads')
     gpu = info.get('gpu')
     if gpu:
-        line = f'GPU {gpu["name"]} ({_precisions(gpu["native"])}), CPU {line}'
+        line = f'GPU {gpu["name"]} ({_precisions(gpu["native"])}), {line}'
     return line

@@ -33,12 +33,12 @@ def _hardware(device_type: str, dtype: str) -> str:
         features = cpu_features()
         present = [f for f in NATIVE_FEATURES[dtype] if features.get(f, False) is True]
         if present:
-            return f'the CPU ({cpu_model()}) has {", ".join(present)}'
-        return (f'the CPU ({cpu_model()}) has neither {" nor ".join(NATIVE_FEATURES[dtype])}: '
+            return f'CPU {cpu_model()} has {", ".join(present)}'
+        return (f'CPU {cpu_model()} has neither {" nor ".join(NATIVE_FEATURES[dtype])}: '
                 f'{dtype} is emulated')
     if device_type == 'cuda':
         native = dtype in native_dtypes(device_type)
-        return (f'the GPU ({torch.cuda.get_device_name()}) '
+        return (f'GPU {torch.cuda.get_device_name()} '
                 f'{"runs" if native else "does not run"} {dtype} natively')
     return f'native {dtype} on {device_type} is not checked'
 
