@@ -34,7 +34,6 @@ import argparse
 import copy
 import datetime
 import functools
-import os
 import os.path as osp
 import statistics
 import sys
