@@ -272,7 +272,7 @@ def main() -> None:
                 'heap in use growth' if PeakMemory.sample is heap_in_use else 'RSS growth')
     print(f'\n{os.path.basename(args.config)}: batch {n} x {shape[0]}x{shape[1]}, '
           f'{args.repeats} interleaved repeats after {args.warmup} warm-up; {device}; '
-          f'torch {torch.__version__}; allocator: '
+          'allocator: '
           + ('freed memory kept (keep_freed_memory)' if kept else "the system's malloc"))
     print(f'| phase | median ms | peak MiB ({mem_kind}) | / (a + b) |')
     print('|---|---:|---:|---:|')
