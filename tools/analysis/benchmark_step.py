@@ -283,8 +283,9 @@ def main() -> None:
              'e': f'(e) distillation step, both fast (teacher {fast_name}; --amp: {amp_name})'}
     base = med['a'] + med['b']
     for key in phases:
-        ratio = f'{med[key] / base:.3f}' if key in 'cde' else \
-            (f'{med["b"] / med["b_fast"]:.2f}x faster' if key == 'b_fast' else '')
+        speedup = med['b'] / med['b_fast']
+        ratio = f'{med[key] / base:.3f}' if key in 'cde' else '' if key != 'b_fast' else \
+            f'{speedup:.2f}x faster' if speedup >= 1 else f'{1 / speedup:.2f}x slower'
         print(f'| {names[key]} | {med[key]:.1f} | {peak[key]:.1f} | {ratio} |')
     budget = peak['a'] + (teacher_bytes + taps_bytes) / 2**20
     print(f'| c / (a + teacher weights {teacher_bytes / 2**20:.1f} MiB + taps '
