@@ -52,9 +52,10 @@ class BaseDistiller(BaseModel):
             entry's gradient is ``share`` times the task's (:mod:`mmdistill.auto_weight`).
         init_student: copy the teacher's parameters under ``init_student_prefixes`` (or the
             given prefixes) into the student where names and shapes match (one trained teacher).
-        teacher_autocast: None (full precision), 'fp16' or 'bf16' for the teachers' forward.
+        teacher_autocast: None (full precision), 'auto' (what the device runs natively) or
+            'fp16' / 'bf16' for the teachers' forward (see :class:`Teacher`).
         teacher_channels_last: the teachers' weights and input in channels-last memory format;
-            None (default): on when ``teacher_autocast`` is set (see :class:`Teacher`).
+            None (default): on with a reduced precision (see :class:`Teacher`).
         student_channels_last: the student's weights in channels-last memory format (its
             convolutions then run in NHWC; ``tools/train.py --amp`` sets it with bf16 on CPUs).
         save_teacher: write the trained teachers' weights into training checkpoints (an EMA

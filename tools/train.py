@@ -12,8 +12,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a (distillation) model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--amp', action='store_true',
-                        help='mixed precision: fp16 AmpOptimWrapper on GPUs, bf16 (and the '
-                        'student in channels-last) on CPUs')
+                        help='mixed precision where the device runs it natively: fp16 '
+                        'AmpOptimWrapper on GPUs, bf16 (and the student in channels-last) on '
+                        'CPUs with AVX512-BF16 or AMX-BF16, fp32 (logged) on other CPUs; the '
+                        "teacher gets teacher_autocast='auto' unless the config sets it")
     parser.add_argument('--auto-scale-lr', action='store_true', help='enable auto-scale LR')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',

@@ -1,11 +1,13 @@
 """The Runner of distillation configs: mmengine's, with exact, fast resume and CPU launch."""
 from __future__ import annotations
 
+import logging
 import os.path as osp
 
 from mmengine.config import Config
 from mmengine.dist import master_only
 from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import print_log
 from mmengine.registry import HOOKS, MODELS, RUNNERS
 from mmengine.runner import Runner
 
@@ -111,21 +113,33 @@ class DistillRunner(Runner):
 
 
 def use_amp(cfg: Config) -> Config:
-    """Mixed-precision training for ``--amp``: mmengine's ``AmpOptimWrapper`` (fp16, dynamic loss
-    scale) where CUDA is, else :class:`~mmdistill.engine.optim.BF16OptimWrapper` with a
-    distillation config's student in channels-last. The teacher's precision is its own
-    (``teacher_autocast``)."""
+    """Mixed-precision training for ``--amp`` where the device runs it natively
+    (:func:`~mmdistill.engine.precision.amp_optim_wrapper`): mmengine's ``AmpOptimWrapper``
+    (fp16, dynamic loss scale) where CUDA is; on a CPU with native bf16
+    :class:`~mmdistill.engine.optim.BF16OptimWrapper` with a distillation config's student in
+    channels-last; on a CPU that emulates bf16 the fp32 ``OptimWrapper`` stays (logged). A
+    distillation config's teacher gets ``teacher_autocast='auto'`` unless the config sets it
+    (None included)."""
     import torch
+
+    from .precision import amp_optim_wrapper
+    if distiller_class(cfg) is not None and 'teacher_autocast' not in cfg.model:
+        cfg.model.teacher_autocast = 'auto'
     wrapper = cfg.optim_wrapper
     if wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper', 'BF16OptimWrapper'):
         return cfg
-    if torch.cuda.is_available():
-        wrapper.type = 'AmpOptimWrapper'
+    device_type = 'cuda' if torch.cuda.is_available() else 'cpu'
+    wrapper_type, reason = amp_optim_wrapper(device_type)
+    if wrapper_type is None:
+        print_log(f'--amp: the student trains in fp32 ({reason})', logger='current',
+                  level=logging.WARNING)
+        return cfg
+    print_log(f'--amp: the student trains under {wrapper_type} ({reason})', logger='current')
+    wrapper.type = wrapper_type
+    if wrapper_type == 'AmpOptimWrapper':
         wrapper.loss_scale = 'dynamic'
-    else:
-        wrapper.type = 'BF16OptimWrapper'
-        if distiller_class(cfg) is not None:
-            cfg.model.student_channels_last = True
+    elif distiller_class(cfg) is not None:
+        cfg.model.student_channels_last = True
     return cfg
 
 

@@ -3,28 +3,22 @@ normalisation, run under no_grad (and autocast) only as far as its taps need, it
 recorded."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import ExponentialMovingAverage
 from mmengine.registry import DefaultScope, Registry
 from torch import nn
 
+from ..engine.precision import Precision, check_autocast, resolve_precision
 from ..recorder import FeatureRecorder, Tap, run_to_scope, scope_of
 from .ema import build_ema
 from .loading import build_teacher
 from .renorm import Renormalisation
 from .spec import TEACHER_KEY, is_ema
-
-#: ``model.teacher_autocast`` values and the dtype each runs the teachers' forward in.
-AUTOCAST = {None: None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-
-
-def check_autocast(value: str | None) -> None:
-    """Raise unless ``value`` is a ``model.teacher_autocast`` setting (see :data:`AUTOCAST`)."""
-    if value not in AUTOCAST:
-        raise ValueError(f'model.teacher_autocast must be one of {list(AUTOCAST)}, got {value!r}')
 
 
 class Teacher:
@@ -40,11 +34,16 @@ class Teacher:
         checkpoint: the file it was loaded from (None for an EMA teacher).
         taps: ``(tap, config key)`` pairs to record.
         student_preprocessor: the student's data preprocessor, whose output the teacher gets.
-        autocast: None, 'fp16' or 'bf16' for the teacher's forward.
+        autocast: the forward's precision setting: None (fp32), ``'auto'`` (bf16 or fp16 where
+            the device runs it natively, else fp32) or ``'fp16'`` / ``'bf16'`` (honoured, with a
+            warning where the device emulates it). Resolved per device type
+            (:func:`~mmdistill.engine.precision.resolve_precision`): at build for the device of
+            the weights, again when a forward's input is on another kind of device (the model
+            moved to CUDA); each choice of ``'auto'`` is logged once.
         channels_last: keep the teacher's weights and its input in channels-last memory format
-            (convolutions in NHWC: oneDNN on CPUs, cuDNN tensor cores). None: on with
-            ``autocast``, where it pays most: reduced-precision convolutions run fastest in
-            NHWC (measure with ``tools/analysis/benchmark_step.py``).
+            (convolutions in NHWC: oneDNN on CPUs, cuDNN tensor cores). None: on with a
+            reduced precision, where it pays most (measure with
+            ``tools/analysis/benchmark_step.py``).
         key: its config key, ``'model.teacher'`` or ``'model.teachers.<name>'``; its keys in
             the distiller's state dict start with that path less ``'model.'``.
         ema: the :class:`~mmengine.model.ExponentialMovingAverage` whose ``module`` is ``model``
@@ -59,6 +58,9 @@ class Teacher:
         self.checkpoint = checkpoint
         self.key, self.prefix = key, key[len('model.'):] + '.'
         self.ema = ema
+        #: the precision of the forward on the device it last ran on (or was built on)
+        self.precision: Precision | None = None
+        self._said: set[str] = set()
         self.configure(autocast, channels_last)
         self.recorder = FeatureRecorder(model, taps, 'teacher')
         self.scope = scope_of(t for t, _ in taps)
@@ -81,12 +83,46 @@ class Teacher:
                    student.data_preprocessor, autocast, channels_last, key, ema)
 
     def configure(self, autocast: str | None, channels_last: bool | None = None) -> None:
-        """Set the forward's precision and memory format (see the class arguments)."""
+        """Set the forward's precision and memory format (see the class arguments) and resolve
+        them for the device the weights are on."""
         check_autocast(autocast)
-        self.autocast = autocast
-        self.channels_last = autocast is not None if channels_last is None else channels_last
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.autocast_setting, self.channels_last_setting = autocast, channels_last
+        param = next(self.model.parameters(), None)
+        self.resolve(param.device.type if param is not None else 'cpu')
+
+    def resolve(self, device_type: str) -> Precision:
+        """The forward's precision on ``device_type`` (kept in :attr:`precision`, with the
+        weights' memory format to match); logs what ``'auto'`` chose, warns of an emulated
+        explicit setting, once per teacher and message."""
+        precision = resolve_precision(self.autocast_setting, device_type,
+                                      self.channels_last_setting)
+        self.precision, self.device_type = precision, device_type
+        fmt = torch.channels_last if precision.channels_last else torch.contiguous_format
         self.convert_tensors(lambda t: t.to(memory_format=fmt) if t.dim() in (4, 5) else t)
+        message = None
+        if self.autocast_setting == 'auto':
+            message = (f"{self.key}: teacher_autocast='auto' on {device_type}: "
+                       f'{precision.describe()} ({precision.reason})')
+            level = logging.INFO
+        elif precision.emulated:
+            message = (f'{self.key}: teacher_autocast={self.autocast_setting!r} on '
+                       f'{device_type}: {precision.reason}, likely slower than fp32 '
+                       "('auto' picks what runs natively)")
+            level = logging.WARNING
+        if message is not None and message not in self._said:
+            self._said.add(message)
+            print_log(message, logger='current', level=level)
+        return precision
+
+    @property
+    def autocast(self) -> str | None:
+        """The reduced precision the forward runs in now (None: fp32)."""
+        return self.precision.autocast
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the weights and input are channels-last now."""
+        return self.precision.channels_last
 
     @property
     def module(self) -> nn.Module:
@@ -128,8 +164,11 @@ class Teacher:
 
     def run(self, inputs: torch.Tensor, data_samples: list | None, autocast: bool = True) -> None:
         """Forward (no grad, autocast unless ``autocast=False``) as far as the taps need; the
-        recorder keeps the taps."""
-        dtype = AUTOCAST[self.autocast] if autocast else None
+        recorder keeps the taps. The precision follows the input's device type (resolved again
+        when it changes)."""
+        if inputs.device.type != self.device_type:
+            self.resolve(inputs.device.type)
+        dtype = self.precision.dtype if autocast else None
         context = torch.autocast(inputs.device.type, dtype=dtype, enabled=dtype is not None)
         inputs = self.inputs(inputs)
         if self.channels_last and inputs.dim() == 4:

@@ -301,12 +301,14 @@ def test_fast_teacher_is_channels_last_and_gives_the_same_losses(teacher_ckpt):
     assert float(quick['loss_fgd']) == pytest.approx(float(full['loss_fgd']), rel=0.02)
 
 
-def test_bf16_optim_wrapper_trains_the_student_in_bf16_on_cpu(teacher_ckpt):
-    """``--amp`` on a CPU: BF16OptimWrapper runs the forward under bf16 autocast with the student
-    in channels-last; the float32 weights change, the teacher does not."""
+def test_bf16_optim_wrapper_trains_the_student_in_bf16_on_cpu(teacher_ckpt, monkeypatch):
+    """``--amp`` on a CPU with native bf16 (mocked; tests/test_precision.py: without it):
+    BF16OptimWrapper runs the forward under bf16 autocast with the student in channels-last; the
+    float32 weights change, the teacher does not."""
     from mmengine.config import Config
 
     from mmdistill.engine import use_amp
+    monkeypatch.setattr(torch.cpu, 'get_capabilities', lambda: {'avx512_bf16': True})
     cfg = Config(dict(model=dict(type='DistillDetector'), default_scope='mmdet',
                       optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01))))
     use_amp(cfg)

@@ -34,7 +34,6 @@ import argparse
 import copy
 import datetime
 import functools
-import os
 import os.path as osp
 import statistics
 import sys
@@ -49,7 +48,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from mmdistill.engine.machine import cpu_model  # noqa: E402
+from mmdistill.engine.machine import machine_info, machine_line  # noqa: E402
 from mmdistill.losses.at import ATLoss  # noqa: E402
 from mmdistill.losses.cwd import CWDLoss  # noqa: E402
 from mmdistill.losses.fgd import FGDLoss  # noqa: E402
@@ -166,19 +165,6 @@ CASES = [
 
 
 # ------------------------------------------------------------------------------------------------
-def machine_line(device: torch.device) -> str:
-    cpu = cpu_model()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    parts = [f'CPU {cpu}', f'{os.cpu_count()} cores ({usable} usable)',
-             f'torch {torch.__version__}', f'{torch.get_num_threads()} threads']
-    if device.type == 'cuda':
-        parts.insert(0, f'GPU {torch.cuda.get_device_name(device)}')
-    return ', '.join(parts)
-
-
 class Timer:
     """Wall time of a callable in ms: perf_counter on the CPU, CUDA events on a GPU."""
 
@@ -350,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f'# Dense losses, forward + backward ({"quick" if args.quick else "full"} sizes), '
           f'{datetime.date.today().isoformat()}')
-    print(f'Machine: {machine_line(device)}')
+    print(f'Machine: {machine_line(machine_info(device.type))}')
     levels = ', '.join(f'{h}x{w}' for h, w in cfg['levels'])
     print(f'Shapes: batch {cfg["batch"]}, {cfg["channels"]} channels, levels {levels} '
           f'(one loss module per level), FGD: {cfg["boxes"]} boxes per image on '

@@ -1,15 +1,18 @@
 """Time and measure one distillation step against its parts, on the same batch, interleaved.
 
     python tools/analysis/benchmark_step.py CONFIG [--repeats 5] [--device cpu|cuda]
-        [--shape H W] [--batch N] [--random-teacher] [--cfg-options k=v ...]
+        [--shape H W] [--batch N] [--random-teacher] [--fast-teacher auto|bf16|fp16]
+        [--cfg-options k=v ...]
 
 (a) the student's own training step, (b) the teacher's no-grad forward as far as its taps,
-(c) the full distillation step; then the fast paths: (b') the teacher in bf16 (or fp16) autocast
-and channels-last (``teacher_autocast``), (d) the step with that teacher, (e) the step with that
-teacher and the student in bf16 autocast and channels-last (``--amp`` on a CPU); and each
-distillation loss with the fast teacher against the fp32 one. Prints medians, each step over
-(a) + (b), peak memory of each (CUDA max
-allocated on a GPU, RSS growth on the CPU) and c / (a + teacher weights + teacher taps).
+(c) the full distillation step; then the fast paths: (b') the teacher as ``--fast-teacher``
+runs it (``teacher_autocast``; default ``'auto'``: bf16 or fp16 and channels-last where the
+device runs them natively, else fp32), (d) the step with that teacher, (e) the step with that
+teacher and the student as ``--amp`` trains it on this device (fp32 where bf16 is emulated);
+and each distillation loss with the fast teacher against the fp32 one. Prints the machine (CPU,
+vector extensions, torch's kernel level, which precisions are native or emulated), medians,
+each step over (a) + (b), peak memory of each (CUDA max allocated on a GPU, RSS growth on the
+CPU) and c / (a + teacher weights + teacher taps).
 ``--random-teacher`` builds the teacher with its own random init (no checkpoint needed).
 Detection configs only: the batch is synthetic (random pixels, 20 boxes per image).
 """
@@ -45,8 +48,9 @@ def parse_args() -> argparse.Namespace:
                         help='input size (default: the config\'s Resize scale)')
     parser.add_argument('--batch', type=int, help='images per step (default: the config\'s)')
     parser.add_argument('--random-teacher', action='store_true')
-    parser.add_argument('--fast-teacher', default='bf16', choices=['bf16', 'fp16'],
-                        help='the autocast dtype of the fast teacher (with channels-last)')
+    parser.add_argument('--fast-teacher', default='auto', choices=['auto', 'bf16', 'fp16'],
+                        help="the fast teacher's teacher_autocast (channels-last with a reduced "
+                        "precision); 'auto': what this device runs natively")
     parser.add_argument('--keep-freed-memory', action='store_true',
                         help='keep_freed_memory (glibc keeps freed blocks for reuse) instead of '
                         "the system's default (large blocks mapped afresh each time)")
@@ -151,7 +155,8 @@ def main() -> None:
     from mmdet.registry import MODELS
 
     import mmdistill  # noqa: F401
-    from mmdistill.engine.machine import cpu_model
+    from mmdistill.engine.machine import machine_info, machine_line
+    from mmdistill.engine.precision import amp_optim_wrapper
     from tools.experiments.allocator import heap_in_use, keep_freed_memory
     kept = args.device == 'cpu' and args.keep_freed_memory and keep_freed_memory()
     if kept and heap_in_use() is not None:
@@ -184,16 +189,26 @@ def main() -> None:
     batch = synthetic_batch(n, shape, num_classes)
     processed = model.data_preprocessor(synthetic_batch(n, shape, num_classes), True)
 
-    from mmdistill.engine.optim import BF16OptimWrapper
-    bf16_optim = BF16OptimWrapper(optimizer=distill_optim.optimizer)
+    from mmengine.registry import OPTIM_WRAPPERS
+    amp_type, amp_reason = amp_optim_wrapper(args.device)
+    amp_optim = distill_optim if amp_type is None else OPTIM_WRAPPERS.build(
+        dict(type=amp_type, optimizer=distill_optim.optimizer,
+             **(dict(loss_scale='dynamic') if amp_type == 'AmpOptimWrapper' else {})))
+    amp_channels_last = amp_type == 'BF16OptimWrapper'  # as use_amp sets it
     teacher = model.teacher
     fast = args.fast_teacher
+    teacher.configure(fast)
+    fast_precision = teacher.precision
+    fast_name = (f"'{fast}': {fast_precision.describe()}"
+                 + (' (emulated)' if fast_precision.emulated else ''))
+    amp_name = ('fp32 student: ' + amp_reason if amp_type is None else
+                f'{amp_type} student' + (' channels-last' if amp_channels_last else ''))
 
     def mode(fast_teacher: bool, fast_student: bool = False) -> None:
-        """Teacher: fp32 contiguous, or ``--fast-teacher`` (autocast + channels-last); student:
-        fp32 contiguous or bf16 + channels-last (what ``--amp`` does on a CPU)."""
-        teacher.configure(fast if fast_teacher else None, True if fast_teacher else False)
-        model.student.to(memory_format=torch.channels_last if fast_student
+        """Teacher: fp32 contiguous, or ``--fast-teacher``; student: fp32 contiguous, or as
+        ``--amp`` trains it here (with ``amp_optim``)."""
+        teacher.configure(fast if fast_teacher else None, None if fast_teacher else False)
+        model.student.to(memory_format=torch.channels_last if fast_student and amp_channels_last
                          else torch.contiguous_format)
 
     def student_step():
@@ -232,7 +247,7 @@ def main() -> None:
                   b_fast=((True, False), teacher_forward),
                   c=((False, False), distill_step(distill_optim)),
                   d=((True, False), distill_step(distill_optim)),
-                  e=((True, True), distill_step(bf16_optim)))
+                  e=((True, True), distill_step(amp_optim)))
     for _ in range(args.warmup):
         for setting, fn in phases.values():
             mode(*setting)
@@ -252,32 +267,31 @@ def main() -> None:
             mems[key] = [_timed(fn, args.device)[1]]
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     peak = {k: max(v) / 2**20 for k, v in mems.items()}
-    cpu = cpu_model()
-    device = torch.cuda.get_device_name() if args.device == 'cuda' else \
-        f'{cpu}, {torch.get_num_threads()} threads'
+    device = machine_line(machine_info(args.device))
     mem_kind = ('CUDA max allocated' if args.device == 'cuda' else
                 'heap in use growth' if PeakMemory.sample is heap_in_use else 'RSS growth')
     print(f'\n{os.path.basename(args.config)}: batch {n} x {shape[0]}x{shape[1]}, '
           f'{args.repeats} interleaved repeats after {args.warmup} warm-up; {device}; '
-          f'torch {torch.__version__}; allocator: '
+          'allocator: '
           + ('freed memory kept (keep_freed_memory)' if kept else "the system's malloc"))
     print(f'| phase | median ms | peak MiB ({mem_kind}) | / (a + b) |')
     print('|---|---:|---:|---:|')
     names = {'a': '(a) student step (fp32)', 'b': '(b) teacher forward to taps (fp32)',
-             'b_fast': f'(b\') teacher forward, {fast} + channels-last',
+             'b_fast': f'(b\') teacher forward, {fast_name}',
              'c': '(c) distillation step, fp32 teacher',
-             'd': f'(d) distillation step, {fast} + channels-last teacher',
-             'e': '(e) distillation step, both fast (+ bf16 channels-last student)'}
+             'd': f'(d) distillation step, teacher {fast_name}',
+             'e': f'(e) distillation step, both fast (teacher {fast_name}; --amp: {amp_name})'}
     base = med['a'] + med['b']
     for key in phases:
-        ratio = f'{med[key] / base:.3f}' if key in 'cde' else \
-            (f'{med["b"] / med["b_fast"]:.2f}x faster' if key == 'b_fast' else '')
+        speedup = med['b'] / med['b_fast']
+        ratio = f'{med[key] / base:.3f}' if key in 'cde' else '' if key != 'b_fast' else \
+            f'{speedup:.2f}x faster' if speedup >= 1 else f'{1 / speedup:.2f}x slower'
         print(f'| {names[key]} | {med[key]:.1f} | {peak[key]:.1f} | {ratio} |')
     budget = peak['a'] + (teacher_bytes + taps_bytes) / 2**20
     print(f'| c / (a + teacher weights {teacher_bytes / 2**20:.1f} MiB + taps '
           f'{taps_bytes / 2**20:.1f} MiB) | | {peak["c"] / budget:.3f} | |')
     print('\nratios: the step over (a) + (b), the fp32 student step and fp32 teacher forward.')
-    print(f'\n| distillation loss | fp32 teacher | {fast} + channels-last teacher | rel. diff |')
+    print(f'\n| distillation loss | fp32 teacher | teacher {fast_name} | rel. diff |')
     print('|---|--:|--:|--:|')
     for name, value in ref.items():
         diff = abs(fast_losses[name] - value) / max(abs(value), 1e-12)
