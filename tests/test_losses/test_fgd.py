@@ -159,10 +159,11 @@ def test_gradients():
     loss(preds_s, preds_t, boxes, img_shape).backward()
     assert preds_s.grad is not None and preds_s.grad.abs().sum() > 0
     assert preds_t.grad is None
+    largest = max(float(p.grad.abs().max()) for p in loss.parameters() if p.grad is not None)
     for name, p in loss.named_parameters():
         if name.startswith('conv_mask_') and name.endswith('.bias'):
-            # a shift of the softmax logits: its gradient is 0 (rounding may leave ~1e-9)
-            assert p.grad is None or p.grad.abs().max() < 1e-6, name
+            # a shift of the softmax logits: its gradient is 0 (float32 rounding leaves a trace)
+            assert p.grad is None or p.grad.abs().max() < 1e-4 * largest, name
         else:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
