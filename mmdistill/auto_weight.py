@@ -25,6 +25,8 @@ from mmengine.dist import all_reduce
 from mmengine.logging import print_log
 from torch import nn
 
+from .utils.keys import check_known_keys
+
 AUTO_WEIGHT_KEYS = ('share', 'iters')
 
 
@@ -32,9 +34,7 @@ def check_auto_weight(cfg: object, key: str) -> dict:
     """Validate an entry's ``auto_weight`` dict; errors name ``key``."""
     if not isinstance(cfg, dict):
         raise ValueError(f'{key}: expected dict(share=0.25, iters=20), got {cfg!r}')
-    unknown = sorted(set(cfg) - set(AUTO_WEIGHT_KEYS))
-    if unknown:
-        raise ValueError(f'{key}: unknown keys {unknown}; known: {list(AUTO_WEIGHT_KEYS)}')
+    check_known_keys(cfg, AUTO_WEIGHT_KEYS, key)
     share, iters = cfg.get('share', 0.25), cfg.get('iters', 20)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not share > 0 \
             or not math.isfinite(share):

@@ -22,6 +22,8 @@ import torch
 from mmengine.dist import all_reduce, get_world_size
 from mmengine.logging import MessageHub, print_log
 
+from .utils.keys import check_known_keys
+
 ACTIONS = ('stop', 'skip')
 ADVICE = ('What to try: the teacher in fp32 or bf16 (teacher_autocast=None or \'bf16\') instead '
           'of fp16; a smaller loss_weight (DistillBalanceHook logs each loss against the task '
@@ -82,10 +84,7 @@ class NonFiniteGuard:
         if not isinstance(cfg, Mapping):
             raise ValueError(f"model.non_finite: expected 'stop', 'skip' or dict(action=..., "
                              f'max_in_a_row=...), got {cfg!r}')
-        unknown = set(cfg) - {'action', 'max_in_a_row'}
-        if unknown:
-            raise ValueError(f'model.non_finite: unknown keys {sorted(unknown)} (expected '
-                             'action, max_in_a_row)')
+        check_known_keys(cfg, ('action', 'max_in_a_row'), 'model.non_finite')
         return cls(**cfg)
 
     def check(self, losses: Mapping[str, Any], explain: Callable[[], list[str]]) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from .utils.keys import check_known_keys
+
 
 def hub_progress(by: str) -> int | None:
     """1-based epoch (``by='epoch'``) or iteration (``'iter'``) of the current mmengine run,
@@ -53,9 +55,7 @@ class WeightSchedule:
         if not isinstance(cfg, dict):
             raise ValueError(f'{key}: expected a dict, got {cfg!r}')
         known = [f.name for f in fields(cls)]
-        unknown = sorted(set(cfg) - set(known))
-        if unknown:
-            raise ValueError(f'{key}: unknown keys {unknown}; known: {known}')
+        check_known_keys(cfg, known, key)
         sched = cls(**cfg)
         if sched.warmup < 0:
             raise ValueError(f'{key}.warmup must be >= 0, got {sched.warmup}')

@@ -32,6 +32,18 @@ AMX = {'avx2': True, 'avx512_f': True, 'avx512_bf16': True, 'amx_bf16': True,
        'amx_fp16': True}
 
 
+def _fgd_loss_and_teacher_dtypes(model) -> tuple[torch.Tensor, list[torch.dtype]]:
+    """One eval-mode loss of ``model`` on a detection batch: its FGD loss and the dtypes of the
+    teacher's neck outputs."""
+    dtypes = []
+    model.teacher.model.neck.register_forward_hook(lambda m, i, o: dtypes.append(o[0].dtype))
+    model.eval()
+    data = model.data_preprocessor(det_batch(), True)
+    with torch.no_grad():
+        loss = model.loss(**data)['loss_fgd']
+    return loss, dtypes
+
+
 @pytest.fixture
 def cpu_with(monkeypatch):
     """Make ``torch.cpu.get_capabilities()`` report the given features."""
@@ -162,12 +174,7 @@ def test_teacher_auto_resolves_at_build_and_logs_it(teacher_ckpt, cpu_with, logs
     said = [m for level, m in logs if "teacher_autocast='auto' on cpu" in m]
     assert len(said) == 1 and logs[0][0] == logging.INFO
     assert said[0].startswith('model.teacher: ') and (expected or 'fp32') in said[0]
-    dtypes = []
-    model.teacher.model.neck.register_forward_hook(lambda m, i, o: dtypes.append(o[0].dtype))
-    model.eval()
-    data = model.data_preprocessor(det_batch(), True)
-    with torch.no_grad():
-        loss = model.loss(**data)['loss_fgd']
+    loss, dtypes = _fgd_loss_and_teacher_dtypes(model)
     assert torch.isfinite(loss)
     assert dtypes == [torch.bfloat16 if expected else torch.float32]
     assert len(logs) == 1  # resolved once: the run on the same device says nothing more
@@ -212,12 +219,7 @@ def test_teacher_auto_on_cuda_after_building_on_the_cpu(teacher_ckpt):
     """The real move: built on the CPU, trained on CUDA; the teacher's taps arrive in the
     precision CUDA runs natively."""
     model = build(teacher_ckpt, teacher_autocast='auto').cuda()
-    dtypes = []
-    model.teacher.model.neck.register_forward_hook(lambda m, i, o: dtypes.append(o[0].dtype))
-    model.eval()
-    data = model.data_preprocessor(det_batch(), True)
-    with torch.no_grad():
-        loss = model.loss(**data)['loss_fgd']
+    loss, dtypes = _fgd_loss_and_teacher_dtypes(model)
     expected = 'bf16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'fp16'
     assert model.teacher.device_type == 'cuda' and model.teacher.autocast == expected
     assert dtypes == [precision.AUTOCAST_DTYPES[expected]] and torch.isfinite(loss)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from mmengine.model import ExponentialMovingAverage
 from torch import nn
 
+from ..utils.keys import check_known_keys
 from .spec import TEACHER_KEY
 
 #: the keys of ``teacher=dict(ema=dict(...))``: :class:`mmengine.model.ExponentialMovingAverage`'s
@@ -27,9 +28,7 @@ def build_ema(student: nn.Module, teacher: dict,
     if not isinstance(ema, dict):
         raise ValueError(f'{key}.ema: expected dict(momentum=..., interval=..., '
                          f'update_buffers=...), got {ema!r}')
-    unknown = set(ema) - set(EMA_KEYS)
-    if unknown:
-        raise ValueError(f'{key}.ema: unknown keys {sorted(unknown)} (expected {list(EMA_KEYS)})')
+    check_known_keys(ema, EMA_KEYS, f'{key}.ema')
     momentum, interval = ema.get('momentum', 0.0002), ema.get('interval', 1)
     if not 0 < momentum < 1:
         raise ValueError(f'{key}.ema.momentum must be in (0, 1) (the weight of the student in '
