@@ -1,15 +1,13 @@
 """The distiller's state-dict hooks: the teachers' state in and out of its checkpoints."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mmengine.logging import print_log
-
-if TYPE_CHECKING:
-    from ..distiller import BaseDistiller
+from torch import nn
 
 
-def save_teacher_state(module: BaseDistiller, state_dict: dict, prefix: str,
+def save_teacher_state(module: nn.Module, state_dict: dict, prefix: str,
                        local_metadata: dict) -> dict:
     """State-dict hook of a distiller: adds each teacher's :meth:`Teacher.state_dict` under its
     prefix (``teacher.*``, ``teachers.<name>.*``): an EMA teacher's always (it is training
@@ -21,7 +19,7 @@ def save_teacher_state(module: BaseDistiller, state_dict: dict, prefix: str,
     return state_dict
 
 
-def load_teacher_state(module: BaseDistiller, state_dict: dict, prefix: str, *args: Any) -> None:
+def load_teacher_state(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
     """Load-state-dict pre-hook of a distiller: takes the ``teacher.*`` and ``teachers.*`` keys
     out of the state dict and loads each teacher's into it (strictly). A student-only model
     (``skip_teacher``) has no teachers, loss modules or measured weights: their keys are

@@ -25,17 +25,15 @@ only when ``a`` nearly cancels ``d`` in every channel. Not twice differentiable.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from mmdistill.losses.fast import fgd_blocked, fgd_compiled
 
-if TYPE_CHECKING:
-    from mmdistill.losses.fgd import FGDLoss
+#: the :class:`~mmdistill.losses.fgd.FGDLoss` whose GcBlocks and weights a fast pass reads
+FGDModule = nn.Module
 
 
 def _spatial_attention(abs_hw: Tensor, c: int, temp: float) -> Tensor:
@@ -48,14 +46,14 @@ def _channel_attention(abs_c: Tensor, hw: int, temp: float) -> Tensor:
     return abs_c.shape[1] * F.softmax(abs_c / (hw * temp), dim=1)
 
 
-def _context_weights(ls: Tensor, lt: Tensor, loss: FGDLoss) -> tuple[Tensor, Tensor]:
+def _context_weights(ls: Tensor, lt: Tensor, loss: FGDModule) -> tuple[Tensor, Tensor]:
     """The GcBlocks' spatial softmax weights ``p_s, p_t`` (N, HW) from their logits (no bias)."""
     dtype = ls.dtype
     return (F.softmax(ls + loss.conv_mask_s.bias.to(dtype), dim=1),
             F.softmax(lt + loss.conv_mask_t.bias.to(dtype), dim=1))
 
 
-def _reductions_blocked(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: FGDLoss, w_s: Tensor,
+def _reductions_blocked(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: FGDModule, w_s: Tensor,
                         w_t: Tensor) -> tuple[Tensor, ...]:
     """The reductions by the eager passes: teacher, student and difference, both contexts."""
     c, hw = S3.shape[1:]
@@ -70,7 +68,7 @@ def _reductions_blocked(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: FGDLos
     return spatial_t, channel_t, weight, p_s, p_t, as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t
 
 
-def _reductions_compiled(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: FGDLoss, w_s: Tensor,
+def _reductions_compiled(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: FGDModule, w_s: Tensor,
                          w_t: Tensor) -> tuple[Tensor, ...]:
     """The reductions by the compiled passes: channel sums, then location sums."""
     c, hw = S3.shape[1:]
@@ -86,7 +84,7 @@ def _reductions_compiled(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: FGDLo
     return spatial_t, channel_t, weight, p_s, p_t, as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t
 
 
-def _loss_from_reductions(loss: FGDLoss, spatial_t: Tensor, channel_t: Tensor, as_c: Tensor,
+def _loss_from_reductions(loss: FGDModule, spatial_t: Tensor, channel_t: Tensor, as_c: Tensor,
                           as_hw: Tensor, q1: Tensor, q2: Tensor, dsum: Tensor, ctx_s: Tensor,
                           ctx_t: Tensor) -> Tensor:
     """The FGD loss from the reductions of the maps (see the module docstring)."""
@@ -102,7 +100,7 @@ def _loss_from_reductions(loss: FGDLoss, spatial_t: Tensor, channel_t: Tensor, a
     return focal + loss.gamma_fgd * mask_loss + loss.lambda_fgd * rela
 
 
-def _params(loss: FGDLoss) -> tuple[Tensor, ...]:
+def _params(loss: FGDModule) -> tuple[Tensor, ...]:
     """The parameters of ``loss`` the fast form sees, in the order its backward returns their
     gradients."""
     return (loss.conv_mask_s.weight, loss.conv_mask_s.bias, loss.conv_mask_t.weight,
@@ -114,7 +112,7 @@ class _FGDFunction(torch.autograd.Function):
     """The FGD loss of one level from the reductions, and its hand-written backward."""
 
     @staticmethod
-    def forward(ctx, S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDLoss, use_compiled: bool,
+    def forward(ctx, S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule, use_compiled: bool,
                 *params: Tensor) -> Tensor:
         n, c, h, w = S.shape
         dtype = S.dtype
@@ -188,7 +186,7 @@ class _FGDFunction(torch.autograd.Function):
         return (grad_S, None, None, None, None, *param_grads)
 
 
-def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDLoss,
+def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
                   compiled: bool = False) -> Tensor:
     """The value of :meth:`~mmdistill.losses.fgd.FGDLoss.loss_by_definition`, fast.
 
