@@ -23,3 +23,18 @@ def test_benchmark_losses_quick():
     bound_target = [row.split('|')[9].strip() for row in rows]
     assert all(c == '-' for c in bound_target[:5]), rows
     assert all(c.startswith('<= 3x: ') for c in bound_target[5:]), rows
+
+
+def test_benchmark_loss_floors_quick():
+    out = run('tools/analysis/benchmark_loss_floors.py', '--quick', '--threads', '1',
+              '--repeats', '2')
+    assert 'Machine: CPU ' in out, out[-3000:]
+    rows = [line.split('|')[1:-1] for line in out.splitlines()
+            if line.startswith('| ') and not line.startswith('| pass')]
+    names = [r[0].strip() for r in rows]
+    assert names == ['read S', 'copy S -> G', "S - T -> G (the bound's traffic)", 'exp(S) -> G',
+                     'CWD compiled: value and gradient', 'AT compiled: channel mean of S',
+                     'AT compiled: gradient'], out[-3000:]
+    ratios = {n: float(r[2]) for n, r in zip(names, rows)}
+    assert ratios["S - T -> G (the bound's traffic)"] == 1.0
+    assert all(v > 0 for v in ratios.values()), ratios
