@@ -369,6 +369,24 @@ class BaseDistiller(BaseModel):
             return self.student(inputs, data_samples, mode='tensor')
         raise RuntimeError(f'Invalid mode "{mode}"; only supports loss, predict and tensor mode')
 
+    def __getattr__(self, name: str) -> Any:
+        """The student's attribute where the wrapper has none: the hooks of the libraries'
+        own configs reach into ``runner.model`` (mmdet's ``YOLOXModeSwitchHook`` sets
+        ``model.bbox_head.use_l1``; mmpretrain's ``SetAdaptiveMarginsHook`` calls
+        ``model.head.set_margins``), and reach the student's."""
+        try:
+            return super().__getattr__(name)  # parameters, buffers, submodules
+        except AttributeError:
+            student = self.__dict__.get('_modules', {}).get('student')
+            if student is None or name.startswith('__'):
+                raise
+            try:
+                return getattr(student, name)
+            except AttributeError:
+                raise AttributeError(f"'{type(self).__name__}' object (and its student "
+                                     f"{type(student).__name__}) has no attribute "
+                                     f"'{name}'") from None
+
     # ------------------------------------------------------------------ task hooks
     def _extra_inputs(self, name: str, data_samples: list | None) -> Any:
         """Give the extra loss input ``name`` (one of ``provided_inputs``) for this batch."""

@@ -333,3 +333,19 @@ def test_bf16_optim_wrapper_trains_the_student_in_bf16_on_cpu(teacher_ckpt, monk
     assert after['backbone.conv1.weight'].dtype == torch.float32
     assert not torch.equal(after['backbone.conv1.weight'], before['backbone.conv1.weight'])
     assert all(torch.equal(v, model.teacher.model.state_dict()[k]) for k, v in teacher.items())
+
+
+def test_wrapper_gives_the_students_attributes(teacher_ckpt):
+    """Hooks of mmdet's own configs reach into runner.model (YOLOXModeSwitchHook sets
+    ``model.bbox_head.use_l1``): the wrapper answers with the student's attributes, its own
+    first, and names both in the error for an attribute neither has."""
+    model = build(teacher_ckpt)
+    assert model.bbox_head is model.student.bbox_head
+    model.bbox_head.some_switch = True
+    assert model.student.bbox_head.some_switch is True
+    assert model.data_preprocessor is model.student.data_preprocessor
+    assert model.teacher.model is not model.student  # the wrapper's own attribute first
+    with pytest.raises(AttributeError, match="DistillDetector' object \\(and its student "
+                                             "RetinaNet\\) has no attribute 'no_such_thing'"):
+        model.no_such_thing
+    copy.deepcopy(model)  # copying does not recurse through the forwarding
