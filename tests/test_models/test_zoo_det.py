@@ -56,9 +56,8 @@ LOSSES = dict(
     pkd=dict(type='PKDLoss', student='neck', teacher='neck', loss_weight=6.0))
 
 
-#: input sizes other than the default (128, 160): DINO ranks 900 queries among the encoder's
-#: locations
-SIZES = {'dino/dino-4scale_r50_8xb2-12e_coco.py': (256, 256)}
+#: input sizes other than the default (128, 160)
+SIZES: dict[str, tuple[int, int]] = {}
 #: mmdet 3.3.0's own prediction fails on these (SSDHead has no ``loss_cls``, which
 #: ``BaseDenseHead._predict_by_feat_single`` reads): predict is checked to fail the same way
 #: with the bare student
@@ -66,9 +65,24 @@ PREDICT_BROKEN_IN_MMDET = {'ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py'}
 
 
 def stock_model(name: str) -> ConfigDict:
-    """The config's detector, without its pretrained init (no download)."""
+    """The config's detector, without its pretrained init (no download); a ResNet-50 backbone
+    as a ResNet-18 (the neck's inputs a quarter as wide), for time: detector, neck and heads
+    are the stock ones."""
     model = get_config(f'mmdet::{name}').model
     model.backbone.pop('init_cfg', None)
+    if model.backbone.type == 'ResNet' and model.backbone.depth == 50:
+        model.backbone.depth = 18
+        model.neck.in_channels = [c // 4 for c in model.neck.in_channels]
+    # fewer queries and proposals, for time
+    if model.get('rpn_head', {}).get('num_proposals'):  # Sparse R-CNN
+        model.rpn_head.num_proposals = 20
+    if model.get('num_queries'):  # the DETR family
+        model.num_queries = 100
+    if (model.get('train_cfg') or {}).get('rpn_proposal'):  # two-stage: RPN proposals, RoI samples
+        model.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
+        for stage in (model.train_cfg.rcnn if isinstance(model.train_cfg.rcnn, list)
+                      else [model.train_cfg.rcnn]):
+            stage.sampler.num = 64
     return model
 
 
