@@ -80,6 +80,7 @@ def run_demo(work_dir: str = 'work_dirs/demo', seed: int = 0, workers: int = 2,
     ``quick``: the track's smoke-test sizes and its own teacher (tests; numbers mean nothing)."""
     rows = study_rows()
     methods, why = demo_methods(rows)
+    methods = ['inherit'] + [m for m in methods if m != 'inherit']  # always shown
     track = detection_track(osp.join(work_dir, 'det'), quick)
     print(f'[demo] {track.setting}', flush=True)
     track.prepare(None)  # the data set, before the workers read it

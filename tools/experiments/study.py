@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import json
 import math
 import os
@@ -554,14 +555,16 @@ def run_track(track: Track, work_dir: str, seeds: list[int], methods: list[str] 
     ``work_dir``), with the teachers' results and weights: commit it, and ``reuse`` resumes the
     study anywhere. Runs that another process has claimed are left to it: run the same command
     in two processes (one per core) to share the work, then once more with ``reuse`` to
-    gather."""
+    gather. ``gather`` without ``methods`` shows every method with results, the controls run
+    by name too."""
     results_dir = osp.join(results_dir or osp.join(work_dir, 'results'), track.name)
     work_dir = osp.join(work_dir, track.name)
     os.makedirs(work_dir, exist_ok=True)
     if track.prepare is not None:
         track.prepare(work_dir)
     keys = [k for k, m in track.methods.items()
-            if (m.default and methods is None) or k == 'alone' or k in (methods or ())]
+            if (m.default and methods is None) or k == 'alone' or k in (methods or ())
+            or (gather and methods is None and glob.glob(osp.join(results_dir, f'{k}_seed*.json')))]
     for k in list(keys):
         base = track.methods[k].baseline
         if base is not None and base not in keys:
