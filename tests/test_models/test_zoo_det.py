@@ -55,9 +55,7 @@ LOSSES = dict(
     cwd=dict(type='CWDLoss', student='neck', teacher='neck', tau=1.0, loss_weight=5.0),
     pkd=dict(type='PKDLoss', student='neck', teacher='neck', loss_weight=6.0))
 
-
-#: input sizes other than the default (128, 160)
-SIZES: dict[str, tuple[int, int]] = {}
+SIZE = (128, 160)
 #: mmdet 3.3.0's own prediction fails on these (SSDHead has no ``loss_cls``, which
 #: ``BaseDenseHead._predict_by_feat_single`` reads): predict is checked to fail the same way
 #: with the bare student
@@ -92,7 +90,7 @@ def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize('name', ZOO)
 def test_stock_detector_as_student(name, tmp_path):
-    student, size = stock_model(name), SIZES.get(name, (128, 160))
+    student, size = stock_model(name), SIZE
     hub = MessageHub.get_current_instance()  # what the runner gives TOOD's and YOLOX's parts
     hub.update_info('epoch', 0)
     hub.update_info('iter', 0)

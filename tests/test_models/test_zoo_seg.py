@@ -3,9 +3,9 @@
 Each stock config (``mmseg::``, pretrained init removed: no download; SyncBN as BN, as a single
 process trains; the data preprocessor padding to the test batch's size) is both the student and
 a stand-in teacher of the same architecture. CWD on the final classifier's logits and MGD on the
-backbone's last output (or a head's feature); one training step must give finite, positive distillation losses,
-change the student, leave the teacher bit-identical and without gradients, and prediction must
-run on the student.
+backbone's last output (or a head's feature); one training step must give finite, positive
+distillation losses, change the student, leave the teacher bit-identical and without gradients,
+and prediction must run on the student.
 """
 import copy
 
