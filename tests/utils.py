@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 
@@ -60,8 +61,9 @@ def save_teacher(cfg: dict, path: str, seed: int = 1, scope: str = 'mmdet') -> d
 
 
 def det_batch(n: int = 2, size: tuple[int, int] = (96, 128), num_classes: int = 3,
-              seed: int = 0) -> dict:
-    """A packed mmdet batch (uint8 images + DetDataSamples with boxes); image 1 has no box."""
+              seed: int = 0, masks: bool = False) -> dict:
+    """A packed mmdet batch (uint8 images + DetDataSamples with boxes); image 1 has no box.
+    ``masks``: each box's filled rectangle as its instance mask (``BitmapMasks``) too."""
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
     g = torch.Generator().manual_seed(seed)
@@ -77,6 +79,12 @@ def det_batch(n: int = 2, size: tuple[int, int] = (96, 128), num_classes: int = 
         sample.gt_instances = InstanceData(
             bboxes=torch.cat([xy, xy + wh], 1),
             labels=torch.randint(0, num_classes, (k,), generator=g))
+        if masks:
+            from mmdet.structures.mask import BitmapMasks
+            bitmaps = np.zeros((k, h, w), dtype=np.uint8)
+            for j, (x0, y0, x1, y1) in enumerate(sample.gt_instances.bboxes.round().int().tolist()):
+                bitmaps[j, y0:y1, x0:x1] = 1
+            sample.gt_instances.masks = BitmapMasks(bitmaps, h, w)
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 

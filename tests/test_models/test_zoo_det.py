@@ -30,7 +30,8 @@ _scope = use_scope('mmdet')
 register_all_modules()
 
 #: one config per family: anchor-based and anchor-free one-stage, YOLO-style necks with levels of
-#: different widths, two-stage and cascade, query-based (DETR family, Sparse R-CNN)
+#: different widths, two-stage and cascade, instance segmentation (Mask R-CNN, SOLOv2,
+#: RTMDet-Ins), query-based (DETR family, Sparse R-CNN)
 ZOO = [
     'fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
     'atss/atss_r50_fpn_1x_coco.py',
@@ -43,6 +44,9 @@ ZOO = [
     'yolo/yolov3_mobilenetv2_8xb24-320-300e_coco.py',
     'ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
     'cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py',
+    'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+    'solov2/solov2_r50_fpn_1x_coco.py',
+    'rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py',
     'sparse_rcnn/sparse-rcnn_r50_fpn_1x_coco.py',
     'detr/detr_r50_8xb2-150e_coco.py',
     'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
@@ -56,6 +60,8 @@ LOSSES = dict(
     pkd=dict(type='PKDLoss', student='neck', teacher='neck', loss_weight=6.0))
 
 SIZE = (128, 160)
+#: instance segmentation: the batch has masks
+MASKS = ('mask_rcnn/', 'solov2/', 'rtmdet/rtmdet-ins')
 #: mmdet 3.3.0's own prediction fails on these (SSDHead has no ``loss_cls``, which
 #: ``BaseDenseHead._predict_by_feat_single`` reads): predict is checked to fail the same way
 #: with the bare student
@@ -110,7 +116,8 @@ def test_stock_detector_as_student(name, tmp_path):
     teacher_before, student_before = params(model.teacher.model), params(model.student)
     optim = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.01)))
     model.train()
-    log = model.train_step(det_batch(n=2, size=size, num_classes=80), optim)
+    masks = name.startswith(MASKS)
+    log = model.train_step(det_batch(n=2, size=size, num_classes=80, masks=masks), optim)
     for key in LOSSES:
         assert torch.isfinite(log[f'loss_{key}']) and log[f'loss_{key}'] > 0, (key, log)
     assert all(p.grad is None for p in model.teacher.model.parameters())
