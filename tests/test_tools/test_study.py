@@ -126,6 +126,14 @@ def test_demo_runs_what_the_study_found_and_says_when_nothing_helps():
             dict(key='pkd_inherit', label='+ PKD', mean=9.0, std=1.0, delta=[-1.0] * 5, wins=0,
                  delta_mean=-1.0, delta_ci=(-1.5, -0.5))]
     assert demo_methods(rows)[0] == ['cwd']
+    rows += [dict(key='mgd_inherit', label='+ MGD', mean=12.0, std=1.0, delta=[2.0] * 5, wins=5,
+                  delta_mean=2.0, delta_ci=(0.5, 3.5)),
+             dict(key='cwd_self', label='+ CWD from self', mean=14.0, std=1.0, delta=[4.0] * 5,
+                  wins=5, delta_mean=4.0, delta_ci=(3.0, 5.0))]  # a control: never shown
+    keys, why = demo_methods(rows)
+    assert keys == ['mgd_inherit'] and 'not run (--all-helpful): cwd.' in why
+    assert demo_methods(rows, all_helpful=True)[0] == ['mgd_inherit', 'cwd']
+    del rows[3:]
     rows[1]['delta_ci'] = (-0.1, 2.1)
     keys, why = demo_methods(rows)
     assert keys == ['cwd'] and why.startswith('No method helps in the study')
