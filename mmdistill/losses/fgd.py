@@ -97,8 +97,8 @@ def fgd_masks(gt_bboxes: Sequence[Tensor], img_shape: Sequence[int], height: int
     xs = torch.arange(width, device=device, dtype=wmin.dtype)
     rows = (ys >= hmin[:, None]) & (ys <= hmax[:, None])  # (B, H)
     cols = (xs >= wmin[:, None]) & (xs <= wmax[:, None])  # (B, W)
-    inside = rows[:, :, None] & cols[:, None, :]  # (B, H, W)
-    per_box = torch.where(inside, area[:, None, None], area.new_zeros(()))
+    # area inside the box, 0 outside: one product of (B, H) and (B, W) factors
+    per_box = (rows * area[:, None])[:, :, None] * cols[:, None, :].to(dtype)  # (B, H, W)
     mask_fg = torch.zeros(num_imgs, height * width, dtype=dtype, device=device)
     index = img_idx[:, None].expand(-1, height * width)
     mask_fg.scatter_reduce_(0, index, per_box.reshape(-1, height * width), 'amax')
@@ -124,6 +124,17 @@ def run_in_param_dtype(module: nn.Module, x: Tensor, out_dtype: torch.dtype) -> 
     """``module(x)`` run in the dtype of the module's parameters, returned as ``out_dtype``."""
     param_dtype = next(module.parameters()).dtype
     return module(x.to(param_dtype)).to(out_dtype)
+
+
+def _channel_add_on_vectors(block: nn.Sequential, x: Tensor) -> Tensor:
+    """``block`` (:meth:`FGDLoss._channel_add`: 1x1 conv, LayerNorm, ReLU, 1x1 conv) on (N, C)
+    vectors, i.e. on (N, C, 1, 1) maps, as linear maps: the same function without the cost of
+    convolutions on 1x1 maps. Computed in the block's dtype, returned in ``x``'s."""
+    conv_in, norm, _, conv_out = block
+    dtype = x.dtype
+    h = F.linear(x.to(conv_in.weight.dtype), conv_in.weight.flatten(1), conv_in.bias)
+    h = F.layer_norm(h, h.shape[1:], norm.weight.flatten(), norm.bias.flatten(), norm.eps)
+    return F.linear(F.relu(h), conv_out.weight.flatten(1), conv_out.bias).to(dtype)
 
 
 @DISTILL_LOSSES.register_module()
@@ -171,7 +182,12 @@ class FGDLoss(DistillLoss):
         compiled (bool): the fast form runs its passes over the maps as compiled kernels (see
             :mod:`mmdistill.losses.fast.fgd_compiled`): the same values, two fused passes
             forward and two backward, compiled once on first use; the eager form where
-            compiling is not possible. Default False (the blocked eager passes).
+            compiling is not possible. Default False (the blocked eager passes). Where the CPU
+            kernel runs, it runs instead.
+        cpu_kernel (bool): on the CPU (float32 and float64 maps) the passes are one hand-tiled
+            kernel (:mod:`mmdistill.losses.fast.fgd_kernel`), compiled for the machine on first
+            use: each map read from memory once forward and once backward. Default True; where
+            no C++ compiler builds it, the eager (or compiled) passes run, said once in the log.
     """
 
     extra_inputs: tuple[str, ...] = ('gt_bboxes', 'img_shape')
@@ -189,9 +205,11 @@ class FGDLoss(DistillLoss):
                  gamma_fgd: float = 0.001,
                  lambda_fgd: float = 0.000005,
                  normalize: str | None = None,
-                 compiled: bool = False) -> None:
+                 compiled: bool = False,
+                 cpu_kernel: bool = True) -> None:
         super().__init__()
         self.compiled = compiled
+        self.cpu_kernel = cpu_kernel
         if normalize not in (None, 'pixel'):
             raise ValueError(f"FGDLoss: normalize must be None or 'pixel', got {normalize!r}")
         self.normalize = normalize
@@ -231,11 +249,8 @@ class FGDLoss(DistillLoss):
     def channel_adds(self, ctx_s: Tensor, ctx_t: Tensor) -> tuple[Tensor, Tensor]:
         """The GcBlocks' channel transforms ``add_s(ctx_s), add_t(ctx_t)``: (N, C) each, from
         the (N, C) contexts, computed in the parameters' dtype, returned in the contexts'."""
-        n, c = ctx_s.shape
-        dtype = ctx_s.dtype
-        add_s = run_in_param_dtype(self.channel_add_conv_s, ctx_s.reshape(n, c, 1, 1), dtype)
-        add_t = run_in_param_dtype(self.channel_add_conv_t, ctx_t.reshape(n, c, 1, 1), dtype)
-        return add_s.reshape(n, c), add_t.reshape(n, c)
+        return (_channel_add_on_vectors(self.channel_add_conv_s, ctx_s),
+                _channel_add_on_vectors(self.channel_add_conv_t, ctx_t))
 
     def loss_by_definition(self, S: Tensor, T: Tensor, mask_fg: Tensor,
                            mask_bg: Tensor) -> Tensor:
@@ -299,4 +314,5 @@ class FGDLoss(DistillLoss):
             if not self.fast_form:
                 return self.loss_by_definition(preds_S, preds_T, mask_fg, mask_bg)
             pix_weight = (self.alpha_fgd * mask_fg + self.beta_fgd * mask_bg).reshape(n, h * w)
-            return fgd_loss_fast(preds_S, preds_T, pix_weight, self, compiled=self.compiled)
+            return fgd_loss_fast(preds_S, preds_T, pix_weight, self, compiled=self.compiled,
+                                 cpu_kernel=self.cpu_kernel)

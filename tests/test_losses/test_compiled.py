@@ -31,7 +31,7 @@ def _fgd(c: int, compiled: bool = False) -> FGDLoss:
     """FGD with every term non-trivial (random GcBlock add convs, as after some training)."""
     torch.manual_seed(3)
     m = FGDLoss(c, c, temp=0.5, alpha_fgd=1e-3, beta_fgd=5e-4, gamma_fgd=5e-4, lambda_fgd=5e-6,
-                compiled=compiled)
+                compiled=compiled, cpu_kernel=False)  # the compiled and the eager passes
     with torch.no_grad():
         for block in (m.channel_add_conv_s, m.channel_add_conv_t):
             torch.nn.init.normal_(block[-1].weight, std=0.05)

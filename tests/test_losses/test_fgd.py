@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import mmdistill.losses.fast.fgd_blocked as fgd_blocked
+import mmdistill.losses.fast.fgd_kernel as fgd_kernel
 from mmdistill.losses.fgd import FGDLoss, fgd_masks
 from mmdistill.registry import DISTILL_LOSSES
 from mmdistill.testing import RefFGD
@@ -168,15 +169,29 @@ def test_gradients():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-# The loss has a hand-written backward: every gradient (student features, align conv, both
-# GcBlocks) against autograd through the reference, in one block, in many blocks of one channel
-# and in blocks of several images (the CPU passes go block by block).
-@pytest.mark.parametrize('block', [None, 7, 1500], ids=['one_block', 'channel_blocks',
-                                                       'image_blocks'])
-@pytest.mark.parametrize('channels', [(8, 8), (6, 8)], ids=['same_channels', 'align'])
-def test_gradients_match_reference(channels, block, monkeypatch):
+PASSES = ['kernel', 'one_block', 'channel_blocks', 'image_blocks']
+
+
+def use_passes(passes: str, monkeypatch) -> None:
+    """Run the fast form with ``passes``: the CPU kernel in tiles of 8 locations (several tiles
+    and tasks per image), or the eager passes in one block, blocks of 7 elements per thread
+    (channel ranges) or of 1500 (several images)."""
+    if passes == 'kernel':
+        assert fgd_kernel.available(torch.zeros(1)), fgd_kernel._FAILED
+        monkeypatch.setattr(fgd_kernel, 'TILE', 8)
+        return
+    monkeypatch.setattr(fgd_kernel, 'available', lambda x: False)
+    block = dict(one_block=None, channel_blocks=7, image_blocks=1500)[passes]
     if block is not None:
         monkeypatch.setattr(fgd_blocked, '_CPU_BLOCK_PER_THREAD', block)
+
+
+# The loss has a hand-written backward: every gradient (student features, align conv, both
+# GcBlocks) against autograd through the reference, with each form of the passes.
+@pytest.mark.parametrize('passes', PASSES)
+@pytest.mark.parametrize('channels', [(8, 8), (6, 8)], ids=['same_channels', 'align'])
+def test_gradients_match_reference(channels, passes, monkeypatch):
+    use_passes(passes, monkeypatch)
     img_shape, (h, w) = (96, 160), (12, 20)
     boxes = [_random_boxes(k, *img_shape) for k in (5, 0, 12, 1, 3)]
     cs, ct = channels
@@ -293,14 +308,13 @@ def test_pixel_normalisation_is_the_loss_of_standardised_maps():
         FGDLoss(8, 8, normalize='channel')
 
 
-# The fast form (blocked passes, hand-written backward) against the definition in this package
-# (FGDLoss.loss_by_definition through autograd): value and every gradient, in float64.
-@pytest.mark.parametrize('block', [None, 7], ids=['one_block', 'channel_blocks'])
+# The fast form (each form of the passes, hand-written backward) against the definition in this
+# package (FGDLoss.loss_by_definition through autograd): value and every gradient, in float64.
+@pytest.mark.parametrize('passes', PASSES[:3])
 @pytest.mark.parametrize('normalize', [None, 'pixel'])
 @pytest.mark.parametrize('channels', [(8, 8), (6, 8)], ids=['same_channels', 'align'])
-def test_fast_form_matches_definition(channels, normalize, block, monkeypatch):
-    if block is not None:
-        monkeypatch.setattr(fgd_blocked, '_CPU_BLOCK_PER_THREAD', block)
+def test_fast_form_matches_definition(channels, normalize, passes, monkeypatch):
+    use_passes(passes, monkeypatch)
     img_shape, (h, w) = (96, 160), (12, 20)
     boxes = [_random_boxes(k, *img_shape) for k in (5, 0, 12)]
     cs, ct = channels
@@ -330,3 +344,96 @@ def test_fast_form_matches_definition(channels, normalize, block, monkeypatch):
         atol = 1e-12 if name.startswith('conv_mask') and name.endswith('bias') else \
             1e-9 * expected.abs().max()
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=atol, msg=name)
+
+
+def _fast_and_definition(c: int, dtype=torch.float64, **kwargs) -> tuple[FGDLoss, FGDLoss]:
+    fast = FGDLoss(c, c, temp=0.8, alpha_fgd=1.0, beta_fgd=0.7, gamma_fgd=0.5, lambda_fgd=0.3,
+                   **kwargs).to(dtype)
+    _randomise_zero_init(fast)
+    definition = copy.deepcopy(fast).double()
+    definition.fast_form = False
+    return fast, definition
+
+
+def _loss_and_grads(loss, preds_s, preds_t, boxes, img_shape):
+    s = preds_s.clone().requires_grad_()
+    out = loss(s, preds_t, boxes, img_shape)
+    out.backward()
+    return out.detach(), s.grad
+
+
+# The CPU kernel's softmaxes are accumulated against a running maximum, rescaled as it grows
+# tile by tile and combined over tasks: logits of hundreds, rising along the locations (the
+# maximum changes in every tile), would overflow exp without it.
+@pytest.mark.parametrize('threads', [1, 3])
+def test_kernel_large_rising_logits(threads, monkeypatch):
+    use_passes('kernel', monkeypatch)
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: threads)  # 4 tasks per thread
+    img_shape, (h, w) = (96, 160), (12, 20)
+    boxes = [_random_boxes(k, *img_shape) for k in (5, 0)]
+    fast, definition = _fast_and_definition(8)
+    ramp = torch.linspace(0, 120, h * w, dtype=torch.float64).reshape(h, w)
+    preds_s = torch.randn(2, 8, h, w, dtype=torch.float64) * 5 + ramp
+    preds_t = torch.randn(2, 8, h, w, dtype=torch.float64) * 3 + ramp.flip(0, 1) * 2
+    with torch.no_grad():
+        fast.conv_mask_s.weight.fill_(1.0)  # logits up to ~1000: exp overflows float64
+        fast.conv_mask_t.weight.fill_(-1.0)
+        definition.load_state_dict(fast.state_dict())
+    out, grad = _loss_and_grads(fast, preds_s, preds_t, boxes, img_shape)
+    ref, grad_ref = _loss_and_grads(definition, preds_s, preds_t, boxes, img_shape)
+    assert torch.isfinite(out) and torch.isfinite(grad).all()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=0)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-8, atol=1e-10 * grad_ref.abs().max())
+    scale = max(float(p.grad.abs().max()) for p in fast.parameters())
+    for (name, p), q in zip(fast.named_parameters(), definition.parameters()):
+        if name.startswith('conv_mask') and name.endswith('bias'):  # a softmax shift: 0
+            assert float(p.grad.abs().max()) <= 1e-10 * scale, name
+            continue
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-9 * q.grad.abs().max(),
+                                   msg=name)
+
+
+def test_kernel_float32_close_to_float64_definition(monkeypatch):
+    use_passes('kernel', monkeypatch)
+    img_shape, (h, w) = (96, 160), (12, 20)
+    boxes = [_random_boxes(k, *img_shape) for k in (5, 3)]
+    fast, definition = _fast_and_definition(16, dtype=torch.float32)
+    preds_s = torch.randn(2, 16, h, w, dtype=torch.float64)
+    preds_t = torch.randn(2, 16, h, w, dtype=torch.float64) * 1.5 + 0.3
+    out, grad = _loss_and_grads(fast, preds_s.float(), preds_t.float(), boxes, img_shape)
+    ref, grad_ref = _loss_and_grads(definition, preds_s, preds_t, boxes, img_shape)
+    assert out.dtype == torch.float32
+    assert float(out) == pytest.approx(float(ref), rel=1e-5)
+    assert float((grad.double() - grad_ref).abs().max()) <= 1e-5 * float(grad_ref.abs().max())
+
+
+def test_kernel_not_built_falls_back_to_eager_passes(monkeypatch, tmp_path):
+    """No working C++ compiler: the kernel is not built, once, and the eager passes give the
+    same loss; the cache is keyed, so a built kernel is found by its hash."""
+    monkeypatch.setattr(fgd_kernel, '_LIB', None)
+    monkeypatch.setattr(fgd_kernel, '_FAILED', None)
+    monkeypatch.setenv('MMDISTILL_CACHE', str(tmp_path))
+    monkeypatch.setenv('CXX', 'false')  # exits 1 for every command
+    calls = []
+    real_compile = fgd_kernel._compile
+    monkeypatch.setattr(fgd_kernel, '_compile', lambda *a: calls.append(a) or real_compile(*a))
+    x = torch.zeros(1)
+    assert not fgd_kernel.available(x) and not fgd_kernel.available(x)
+    assert fgd_kernel._FAILED and len(calls) == 0  # `false --version` already fails
+    img_shape, (h, w) = (96, 160), (12, 20)
+    boxes = [_random_boxes(k, *img_shape) for k in (5, 3)]
+    fast, definition = _fast_and_definition(8)
+    preds_s = torch.randn(2, 8, h, w, dtype=torch.float64)
+    preds_t = torch.randn(2, 8, h, w, dtype=torch.float64)
+    out, grad = _loss_and_grads(fast, preds_s, preds_t, boxes, img_shape)
+    ref, grad_ref = _loss_and_grads(definition, preds_s, preds_t, boxes, img_shape)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=0)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-8, atol=1e-12)
+    # with the compiler back, the kernel is built into the cache once and loaded from it
+    monkeypatch.delenv('CXX')
+    monkeypatch.setattr(fgd_kernel, '_FAILED', None)
+    assert fgd_kernel.available(x)
+    built = list((tmp_path / 'kernels').glob('fgd_*.so'))
+    assert len(built) == 1 and len(calls) == 1
+    monkeypatch.setattr(fgd_kernel, '_LIB', None)
+    assert fgd_kernel.available(x) and len(calls) == 1

@@ -11,9 +11,9 @@ of the maps ``S`` and ``T`` (``(N, C, HW)`` views):
   ``focal = sum(C_t * Q1) / N`` and, with the GcBlock difference ``a = add_s - add_t``
   (N, C), ``global = sum((d + a)^2) / N = (sum Q2 + 2 sum(a D) + HW sum a^2) / N``.
 
-The forward computes them in a few passes over memory (:mod:`.fgd_blocked`, eager and block by
-block on the CPU, or :mod:`.fgd_compiled`); everything after that is on (N, C) and (N, HW)
-tensors. The backward gets the gradients of those small tensors from autograd on the small
+The forward computes them in a few passes over memory (:mod:`.fgd_kernel`, one hand-tiled pass
+on the CPU; :mod:`.fgd_blocked`, eager and block by block; or :mod:`.fgd_compiled`); everything
+after that is on (N, C) and (N, HW) tensors. The backward gets the gradients of those small tensors from autograd on the small
 graph, then the gradient of ``S`` in one pass::
 
     dS = 2 d (g_Q2 + g_Q1 P) + sign(S) (g_Ac + g_As) + g_D + w_s g_ls + g_ctx p_s
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from mmdistill.losses.fast import fgd_blocked, fgd_compiled
+from mmdistill.losses.fast import fgd_blocked, fgd_compiled, fgd_kernel
 
 #: the :class:`~mmdistill.losses.fgd.FGDLoss` whose GcBlocks and weights a fast pass reads
 FGDModule = nn.Module
@@ -84,6 +84,30 @@ def _reductions_compiled(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: FGDMo
     return spatial_t, channel_t, weight, p_s, p_t, as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t
 
 
+def _reductions_kernel(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: FGDModule, w_s: Tensor,
+                       w_t: Tensor) -> tuple[Tensor, ...]:
+    """The reductions by the CPU kernel's one forward pass; its softmax-weighted sums divided by
+    the softmax sums of the column outputs."""
+    c, hw = S3.shape[1:]
+    a_scale = 1.0 / (c * loss.temp)
+    (as_hw, at_hw, ls, lt, as_c, at_c, dsum, q2, q1_e, ctx_s_e, ctx_t_e, max_a, max_s,
+     max_t) = fgd_kernel.forward_sums(S3, T3, w_s[0, 0], w_t[0, 0],
+                                      float(loss.conv_mask_s.bias), float(loss.conv_mask_t.bias),
+                                      pix_weight, a_scale)
+    spatial_t = _spatial_attention(at_hw, c, loss.temp)
+    channel_t = _channel_attention(at_c, hw, loss.temp)
+    q1 = q1_e * (hw / torch.exp(at_hw * a_scale - max_a).sum(1, keepdim=True))
+    ctx_s = ctx_s_e / torch.exp(ls - max_s).sum(1, keepdim=True)
+    ctx_t = ctx_t_e / torch.exp(lt - max_t).sum(1, keepdim=True)
+    return (spatial_t, channel_t, spatial_t * pix_weight, F.softmax(ls, dim=1),
+            F.softmax(lt, dim=1), as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t)
+
+
+#: the forms of the passes over the maps
+REDUCTIONS = dict(kernel=_reductions_kernel, compiled=_reductions_compiled,
+                  blocked=_reductions_blocked)
+
+
 def _loss_from_reductions(loss: FGDModule, spatial_t: Tensor, channel_t: Tensor, as_c: Tensor,
                           as_hw: Tensor, q1: Tensor, q2: Tensor, dsum: Tensor, ctx_s: Tensor,
                           ctx_t: Tensor) -> Tensor:
@@ -112,7 +136,7 @@ class _FGDFunction(torch.autograd.Function):
     """The FGD loss of one level from the reductions, and its hand-written backward."""
 
     @staticmethod
-    def forward(ctx, S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule, use_compiled: bool,
+    def forward(ctx, S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule, passes: str,
                 *params: Tensor) -> Tensor:
         n, c, h, w = S.shape
         dtype = S.dtype
@@ -120,18 +144,17 @@ class _FGDFunction(torch.autograd.Function):
         T3 = T.reshape(n, c, h * w)
         w_s = loss.conv_mask_s.weight.reshape(1, 1, c).to(dtype).expand(n, 1, c)
         w_t = loss.conv_mask_t.weight.reshape(1, 1, c).to(dtype).expand(n, 1, c)
-        reductions = _reductions_compiled if use_compiled else _reductions_blocked
-        spatial_t, channel_t, weight, p_s, p_t, *small = reductions(S3, T3, pix_weight, loss,
-                                                                    w_s, w_t)
+        spatial_t, channel_t, weight, p_s, p_t, *small = REDUCTIONS[passes](
+            S3, T3, pix_weight, loss, w_s, w_t)
         out = _loss_from_reductions(loss, spatial_t, channel_t, *small)
-        ctx.loss, ctx.use_compiled = loss, use_compiled
+        ctx.loss, ctx.passes = loss, passes
         ctx.save_for_backward(S, T, weight, spatial_t, channel_t, p_s, p_t, *small)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        loss, use_compiled = ctx.loss, ctx.use_compiled
+        loss, passes = ctx.loss, ctx.passes
         S, T, weight, spatial_t, channel_t, p_s, p_t, *small = ctx.saved_tensors
         n, c, h, w = S.shape
         S3 = S.reshape(n, c, h * w)
@@ -148,8 +171,17 @@ class _FGDFunction(torch.autograd.Function):
             torch.zeros_like(x) if g is None else g for x, g in zip(small, grads[:7]))
         add_grads = dict(zip(map(id, add_params), grads[7:]))
 
+        w_s = loss.conv_mask_s.weight.reshape(c).to(S.dtype)
+        if passes == 'kernel':  # everything in one pass over S and T
+            k_s, k_t = (g_ctx_s * small[5]).sum(1), (g_ctx_t * small[6]).sum(1)
+            grad_S, g_ls, g_lt, rows_s, rows_t = fgd_kernel.backward_pass(
+                S3, T3, 2 * g_q2, 2 * g_q1, g_as_c, g_dsum, g_ctx_s, g_ctx_t, w_s, weight,
+                g_as_hw, p_s, p_t, k_s, k_t)
+            return (grad_S.reshape(S.shape) if ctx.needs_input_grad[0] else None, None, None,
+                    None, None, *_param_grads(loss, rows_s, g_ls, rows_t, g_lt, add_grads))
+
         # through the softmax weights of the contexts (one pass over S and T), then the logits
-        if use_compiled:
+        if passes == 'compiled':
             g_p_s, g_p_t = fgd_compiled.column_grads(S3, T3, g_ctx_s[..., None],
                                                      g_ctx_t[..., None], compiled=True)
         else:
@@ -160,8 +192,7 @@ class _FGDFunction(torch.autograd.Function):
 
         # dS and the conv_mask weight gradients sum_hw g_l F (compiled: in the same pass)
         grad_S = rows_s = rows_t = None
-        w_s = loss.conv_mask_s.weight.reshape(c).to(S.dtype)
-        if use_compiled:
+        if passes == 'compiled':
             grad_S, rows_s, rows_t = fgd_compiled.student_grad_and_rows(
                 S3, T3, (2 * g_q2)[..., None], (2 * g_q1)[..., None], weight[:, None],
                 g_as_c[..., None], g_as_hw[:, None], g_dsum[..., None], w_s[:, None],
@@ -172,22 +203,29 @@ class _FGDFunction(torch.autograd.Function):
                                               w_s, g_ls, g_ctx_s, p_s).reshape(S.shape)
         if rows_s is None:
             rows_s, rows_t = fgd_blocked.rowdot(S3, g_ls), fgd_blocked.rowdot(T3, g_lt)
+        return (grad_S, None, None, None, None,
+                *_param_grads(loss, rows_s.sum(0), g_ls, rows_t.sum(0), g_lt, add_grads))
 
-        def as_param(g: Tensor, p: Tensor) -> Tensor | None:
-            return g.reshape(p.shape).to(p.dtype) if p.requires_grad else None
 
-        # conv_mask weights: sum_hw g_l F, biases: sum g_l
-        m_s, m_t = loss.conv_mask_s, loss.conv_mask_t
-        param_grads = [as_param(rows_s.sum(0), m_s.weight), as_param(g_ls.sum(), m_s.bias),
-                       as_param(rows_t.sum(0), m_t.weight), as_param(g_lt.sum(), m_t.bias)]
-        param_grads += [add_grads.get(id(p)) if p.requires_grad else None
-                        for p in (*loss.channel_add_conv_s.parameters(),
-                                  *loss.channel_add_conv_t.parameters())]
-        return (grad_S, None, None, None, None, *param_grads)
+def _param_grads(loss: FGDModule, rows_s: Tensor, g_ls: Tensor, rows_t: Tensor, g_lt: Tensor,
+                 add_grads: dict[int, Tensor]) -> list[Tensor | None]:
+    """The gradients of :func:`_params`: the conv_mask weights ``sum_n sum_hw g_l F`` (``rows``,
+    (C,)), their biases ``sum g_l`` (``g_l`` (N, HW)), the channel-add parameters' from
+    ``add_grads`` (by ``id``); None for a frozen parameter."""
+
+    def as_param(g: Tensor, p: Tensor) -> Tensor | None:
+        return g.reshape(p.shape).to(p.dtype) if p.requires_grad else None
+
+    m_s, m_t = loss.conv_mask_s, loss.conv_mask_t
+    grads = [as_param(rows_s, m_s.weight), as_param(g_ls.sum(), m_s.bias),
+             as_param(rows_t, m_t.weight), as_param(g_lt.sum(), m_t.bias)]
+    return grads + [add_grads.get(id(p)) if p.requires_grad else None
+                    for p in (*loss.channel_add_conv_s.parameters(),
+                              *loss.channel_add_conv_t.parameters())]
 
 
 def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
-                  compiled: bool = False) -> Tensor:
+                  compiled: bool = False, cpu_kernel: bool = True) -> Tensor:
     """The value of :meth:`~mmdistill.losses.fgd.FGDLoss.loss_by_definition`, fast.
 
     Args:
@@ -196,9 +234,16 @@ def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
         pix_weight (Tensor): (N, H*W) ``alpha_fgd * Mask_fg + beta_fgd * Mask_bg``.
         loss (FGDLoss): the module whose GcBlocks, ``temp``, ``gamma_fgd`` and ``lambda_fgd``
             are used; its parameters get gradients.
-        compiled (bool): use the compiled passes instead of the blocked eager ones.
+        compiled (bool): use the compiled passes instead of the blocked eager ones (where the
+            CPU kernel does not run).
+        cpu_kernel (bool): on float32 and float64 CPU maps, the hand-tiled kernel
+            (:mod:`.fgd_kernel`) where it builds.
 
     Returns:
         Tensor: scalar loss.
     """
-    return _FGDFunction.apply(S, T, pix_weight, loss, compiled, *_params(loss))
+    if cpu_kernel and fgd_kernel.available(S):
+        passes = 'kernel'
+    else:
+        passes = 'compiled' if compiled else 'blocked'
+    return _FGDFunction.apply(S, T, pix_weight, loss, passes, *_params(loss))
