@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import mmdistill.losses.fast.fgd_blocked as fgd_blocked
+import mmdistill.losses.fast.cpu_kernel as cpu_kernel
 import mmdistill.losses.fast.fgd_kernel as fgd_kernel
 from mmdistill.losses.fgd import FGDLoss, fgd_masks
 from mmdistill.registry import DISTILL_LOSSES
@@ -177,7 +178,7 @@ def use_passes(passes: str, monkeypatch) -> None:
     and tasks per image), or the eager passes in one block, blocks of 7 elements per thread
     (channel ranges) or of 1500 (several images)."""
     if passes == 'kernel':
-        assert fgd_kernel.available(torch.zeros(1)), fgd_kernel._FAILED
+        assert fgd_kernel.available(torch.zeros(1)), fgd_kernel.KERNEL.failed
         monkeypatch.setattr(fgd_kernel, 'TILE', 8)
         return
     monkeypatch.setattr(fgd_kernel, 'available', lambda x: False)
@@ -409,17 +410,19 @@ def test_kernel_float32_close_to_float64_definition(monkeypatch):
 
 def test_kernel_not_built_falls_back_to_eager_passes(monkeypatch, tmp_path):
     """No working C++ compiler: the kernel is not built, once, and the eager passes give the
-    same loss; the cache is keyed, so a built kernel is found by its hash."""
-    monkeypatch.setattr(fgd_kernel, '_LIB', None)
-    monkeypatch.setattr(fgd_kernel, '_FAILED', None)
+    same loss; with the compiler back it is built into the cache once and found there."""
+    kernel = fgd_kernel.KERNEL
+    monkeypatch.setattr(kernel, 'lib', None)
+    monkeypatch.setattr(kernel, 'failed', None)
     monkeypatch.setenv('MMDISTILL_CACHE', str(tmp_path))
     monkeypatch.setenv('CXX', 'false')  # exits 1 for every command
     calls = []
-    real_compile = fgd_kernel._compile
-    monkeypatch.setattr(fgd_kernel, '_compile', lambda *a: calls.append(a) or real_compile(*a))
+    real_compile = cpu_kernel.compile_source
+    monkeypatch.setattr(cpu_kernel, 'compile_source',
+                        lambda *a: calls.append(a) or real_compile(*a))
     x = torch.zeros(1)
     assert not fgd_kernel.available(x) and not fgd_kernel.available(x)
-    assert fgd_kernel._FAILED and len(calls) == 0  # `false --version` already fails
+    assert 'false' in kernel.failed and len(calls) == 0  # `false --version` already fails
     img_shape, (h, w) = (96, 160), (12, 20)
     boxes = [_random_boxes(k, *img_shape) for k in (5, 3)]
     fast, definition = _fast_and_definition(8)
@@ -429,11 +432,10 @@ def test_kernel_not_built_falls_back_to_eager_passes(monkeypatch, tmp_path):
     ref, grad_ref = _loss_and_grads(definition, preds_s, preds_t, boxes, img_shape)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=0)
     torch.testing.assert_close(grad, grad_ref, rtol=1e-8, atol=1e-12)
-    # with the compiler back, the kernel is built into the cache once and loaded from it
     monkeypatch.delenv('CXX')
-    monkeypatch.setattr(fgd_kernel, '_FAILED', None)
+    monkeypatch.setattr(kernel, 'failed', None)
     assert fgd_kernel.available(x)
-    built = list((tmp_path / 'kernels').glob('fgd_*.so'))
+    built = list((tmp_path / 'kernels').glob('fgd_kernel_*.so'))
     assert len(built) == 1 and len(calls) == 1
-    monkeypatch.setattr(fgd_kernel, '_LIB', None)
+    monkeypatch.setattr(kernel, 'lib', None)
     assert fgd_kernel.available(x) and len(calls) == 1

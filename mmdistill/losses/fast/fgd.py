@@ -13,8 +13,8 @@ of the maps ``S`` and ``T`` (``(N, C, HW)`` views):
 
 The forward computes them in a few passes over memory (:mod:`.fgd_kernel`, one hand-tiled pass
 on the CPU; :mod:`.fgd_blocked`, eager and block by block; or :mod:`.fgd_compiled`); everything
-after that is on (N, C) and (N, HW) tensors. The backward gets the gradients of those small tensors from autograd on the small
-graph, then the gradient of ``S`` in one pass::
+after that is on (N, C) and (N, HW) tensors. The backward gets the gradients of those small
+tensors from autograd on the small graph, then the gradient of ``S`` in one pass::
 
     dS = 2 d (g_Q2 + g_Q1 P) + sign(S) (g_Ac + g_As) + g_D + w_s g_ls + g_ctx p_s
 

@@ -2,12 +2,8 @@
 
 The kernel reads the student and teacher maps from memory once forward and once backward (tiles
 of locations, all channels, read twice from cache), where the eager and compiled forms read them
-four times (:mod:`.fgd_blocked`, :mod:`.fgd_compiled`). It is plain C++ (no torch headers),
-compiled on first use with the machine's C++ compiler for the machine's own vector extensions
-(``-march=native``, so a CPU without AVX-512 gets AVX2 code), cached under
-``~/.cache/mmdistill/kernels`` (``MMDISTILL_CACHE``) by a hash of the source, the flags, the
-compiler and the CPU, and loaded with ``ctypes``. Float32 and float64 maps on the CPU; where no
-compiler is found :func:`available` says why, once, and the other forms run.
+four times (:mod:`.fgd_blocked`, :mod:`.fgd_compiled`). Built and loaded by
+:class:`~mmdistill.losses.fast.cpu_kernel.CpuKernel`; float32 and float64 maps on the CPU.
 
 What the passes compute is described in :mod:`mmdistill.losses.fast.fgd`; this module turns
 the kernel's per-task partial sums into the same reductions the other forms return.
@@ -15,102 +11,24 @@ the kernel's per-task partial sums into the same reductions the other forms retu
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import os.path as osp
-import platform
-import subprocess
-import tempfile
 
 import torch
-from mmengine.logging import print_log
 from torch import Tensor
 
-SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'fgd_kernel.cpp')
-FLAGS = ['-O3', '-std=c++17', '-shared', '-fPIC', '-pthread']
-#: tried in order: the machine's vector extensions, then none; OpenMP threads (the runtime torch
-#: has loaded), then the kernel's own threads with OpenMP's simd loops only
-VARIANTS = [arch + omp for arch in (['-march=native'], []) for omp in (['-fopenmp'],
-                                                                       ['-fopenmp-simd'])]
+from mmdistill.losses.fast.cpu_kernel import CpuKernel, ptr
+
+_P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+KERNEL = CpuKernel('fgd_kernel.cpp', dict(
+    fgd_forward=lambda real: [_P] * 4 + [real] * 2 + [_P, real] + [_L] * 5 + [_P] * 6 + [_I],
+    fgd_backward=lambda real: [_P] * 15 + [_L] * 5 + [_P] * 4 + [_I]))
 #: locations per tile: the tile's rows of S and T (256 channels, 512 KiB in float32) stay in
 #: cache for the second sweep (256 measured faster than 128 and 512 on an AMD EPYC)
 TILE = 256
 
-_LIB: ctypes.CDLL | None = None
-_FAILED: str | None = None
-
-
-def _cpu_flags() -> str:
-    """The CPU's model and feature flags (``-march=native`` compiles for them)."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            lines = [ln for ln in f if ln.startswith(('model name', 'flags', 'Features'))]
-        return ''.join(sorted(set(lines)))
-    except OSError:
-        return platform.processor()
-
-
-def _compile(compiler: str, out: str) -> str | None:
-    """Compile the kernel to ``out``; None, or why it failed (every one of ``VARIANTS``)."""
-    error = None
-    for variant in VARIANTS:
-        proc = subprocess.run([compiler, *FLAGS, *variant, SOURCE, '-o', out],
-                              capture_output=True, text=True)
-        if proc.returncode == 0:
-            return None
-        error = (proc.stderr.strip().splitlines() or ['exit %d' % proc.returncode])[-1]
-    return error
-
-
-def _library() -> ctypes.CDLL:
-    """The compiled kernel, built on the first call (kept for the machine)."""
-    global _LIB
-    if _LIB is not None:
-        return _LIB
-    compiler = os.environ.get('CXX', 'c++')
-    version = subprocess.run([compiler, '--version'], capture_output=True, text=True,
-                             check=True).stdout
-    with open(SOURCE, 'rb') as f:
-        key = hashlib.sha256(f.read() + repr((FLAGS, VARIANTS)).encode() + version.encode()
-                             + _cpu_flags().encode()).hexdigest()[:16]
-    cache = os.environ.get('MMDISTILL_CACHE', osp.join(osp.expanduser('~'), '.cache', 'mmdistill'))
-    path = osp.join(cache, 'kernels', f'fgd_{key}.so')
-    if not osp.exists(path):
-        os.makedirs(osp.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix='.so', dir=osp.dirname(path))
-        os.close(fd)
-        error = _compile(compiler, tmp)
-        if error is not None:
-            os.remove(tmp)
-            raise RuntimeError(f'{compiler}: {error}')
-        os.replace(tmp, path)  # atomic: another process may be building the same file
-    lib = ctypes.CDLL(path)
-    ptr, i64, i32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-    for suffix, real in (('f32', ctypes.c_float), ('f64', ctypes.c_double)):
-        fwd = getattr(lib, f'fgd_forward_{suffix}')
-        fwd.argtypes = [ptr] * 4 + [real] * 2 + [ptr, real] + [i64] * 5 + [ptr] * 6 + [i32]
-        fwd.restype = None
-        bwd = getattr(lib, f'fgd_backward_{suffix}')
-        bwd.argtypes = [ptr] * 15 + [i64] * 5 + [ptr] * 4 + [i32]
-        bwd.restype = None
-    _LIB = lib
-    return lib
-
 
 def available(x: Tensor) -> bool:
-    """Whether the kernel runs on ``x``: a float32 or float64 CPU tensor, and the kernel built
-    (the first failure to build is logged once, with why)."""
-    global _FAILED
-    if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64) or _FAILED:
-        return False
-    try:
-        _library()
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        _FAILED = str(err)
-        print_log(f'FGD CPU kernel not built ({_FAILED}); the eager passes run instead',
-                  logger='current', level=30)
-        return False
-    return True
+    """Whether the kernel runs on ``x`` (float32 or float64 on the CPU, the kernel built)."""
+    return KERNEL.available(x)
 
 
 def _chunk(n: int, hw: int) -> int:
@@ -118,14 +36,6 @@ def _chunk(n: int, hw: int) -> int:
     tasks_per_image = max(1, -(-4 * torch.get_num_threads() // n))
     per_task = -(-hw // tasks_per_image)
     return max(TILE, -(-per_task // TILE) * TILE)
-
-
-def _fn(name: str, dtype: torch.dtype):
-    return getattr(_library(), f'{name}_{"f32" if dtype == torch.float32 else "f64"}')
-
-
-def _p(x: Tensor) -> int:
-    return x.data_ptr()
 
 
 def forward_sums(S3: Tensor, T3: Tensor, w_s: Tensor, w_t: Tensor, b_s: float, b_t: float,
@@ -146,10 +56,9 @@ def forward_sums(S3: Tensor, T3: Tensor, w_s: Tensor, w_t: Tensor, b_s: float, b
     maxima = torch.empty(n, chunks, 3, dtype=dtype)
     w_s, w_t = w_s.to(dtype).contiguous(), w_t.to(dtype).contiguous()
     pix_weight = pix_weight.contiguous()
-    _fn('fgd_forward', dtype)(_p(S3), _p(T3), _p(w_s), _p(w_t), b_s, b_t, _p(pix_weight),
-                              a_scale, n, c, hw, chunk, TILE, _p(cols[0]), _p(cols[1]),
-                              _p(cols[2]), _p(cols[3]), _p(rows), _p(maxima),
-                              torch.get_num_threads())
+    KERNEL.fn('fgd_forward', dtype)(
+        ptr(S3), ptr(T3), ptr(w_s), ptr(w_t), b_s, b_t, ptr(pix_weight), a_scale, n, c, hw,
+        chunk, TILE, *map(ptr, cols), ptr(rows), ptr(maxima), torch.get_num_threads())
     top = maxima.amax(1, keepdim=True)  # (N, 1, 3)
     rescaled = rows[:, :, 4:] * torch.exp(maxima - top)[..., None]  # (N, chunks, 3, C)
     sums = rows[:, :, :4].sum(1)
@@ -173,8 +82,8 @@ def backward_pass(S3: Tensor, T3: Tensor, two_q2: Tensor, two_q1: Tensor, g_as_c
     grad_S = torch.empty_like(S3)
     g_l = torch.empty(2, n, hw, dtype=dtype)
     rows = torch.zeros(n * chunks, 2, c, dtype=dtype)
-    _fn('fgd_backward', dtype)(_p(S3), _p(T3), *map(_p, small), n, c, hw, chunk, TILE,
-                               _p(grad_S), _p(g_l[0]), _p(g_l[1]), _p(rows),
-                               torch.get_num_threads())
+    KERNEL.fn('fgd_backward', dtype)(
+        ptr(S3), ptr(T3), *map(ptr, small), n, c, hw, chunk, TILE, ptr(grad_S), ptr(g_l[0]),
+        ptr(g_l[1]), ptr(rows), torch.get_num_threads())
     rows = rows.sum(0)
     return grad_S, g_l[0], g_l[1], rows[0], rows[1]
