@@ -12,8 +12,8 @@ distribution is pulled towards the teacher's by KL divergence::
     loss = tau^2 * sum(p_T * (log p_T - log_softmax(S.view(N*C, H*W) / tau)))
            / (N * C)
 
-:func:`channel_kl` is the divergence as defined; ``compiled=True`` takes the fast form,
-:mod:`mmdistill.losses.fast.cwd`.
+:func:`channel_kl` is the divergence as defined; the fast forms (:mod:`mmdistill.losses.fast.cwd`)
+compute it with its gradient in one pass: the CPU kernel (default on the CPU) or compiled.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.fast import cwd_kernel
 from mmdistill.losses.fast.cwd import scaled_channel_kl
 from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
@@ -59,7 +60,12 @@ class CWDLoss(DistillLoss):
         compiled: take the fast form (:mod:`mmdistill.losses.fast.cwd`): the divergence and
             its gradient w.r.t. the student in one compiled pass, the same values, compiled once
             on first use (its eager form where compiling is not possible). Default False: the
-            definition, :func:`channel_kl`, through autograd.
+            definition, :func:`channel_kl`, through autograd, where the CPU kernel does not run.
+        cpu_kernel: on the CPU (float32 and float64 maps) the divergence and its gradient are
+            one hand-written kernel (:mod:`mmdistill.losses.fast.cwd_kernel`: one read of the
+            maps, in float32 an in-line exponential within float32's rounding), compiled for the
+            machine on first use. Default True; where no C++ compiler builds it, the form above
+            runs, said once in the log.
 
     Shapes:
         preds_S: ``(N, Cs, H, W)`` student map.
@@ -74,10 +80,14 @@ class CWDLoss(DistillLoss):
                  tau: float = 1.0,
                  student_channels: int | None = None,
                  teacher_channels: int | None = None,
-                 compiled: bool = False) -> None:
+                 compiled: bool = False,
+                 cpu_kernel: bool = True) -> None:
         super().__init__()
+        if tau <= 0:
+            raise ValueError(f'CWDLoss: tau must be positive, got {tau}')
         self.tau = tau
         self.compiled = compiled
+        self.cpu_kernel = cpu_kernel
         self.student_channels = student_channels
         self.teacher_channels = teacher_channels
         if (student_channels is not None and teacher_channels is not None
@@ -119,8 +129,10 @@ class CWDLoss(DistillLoss):
 
         N, C, H, W = preds_T.shape
         logits_S, logits_T = preds_S.reshape(N * C, H * W), preds_T.reshape(N * C, H * W)
+        scale = self.tau**2 / (N * C)
+        if self.cpu_kernel and cwd_kernel.available(logits_S):
+            return scaled_channel_kl(logits_S, logits_T, self.tau, scale, cpu_kernel=True)
         if self.compiled:
-            scale = self.tau**2 / (N * C)
             return scaled_channel_kl(logits_S, logits_T, self.tau, scale)
         loss = channel_kl(logits_S, logits_T, self.tau) * (self.tau**2)
         return loss / (N * C)

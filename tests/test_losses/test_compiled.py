@@ -40,9 +40,10 @@ def _fgd(c: int, compiled: bool = False) -> FGDLoss:
 
 
 CASES = {
-    'cwd-tau2': (lambda c: CWDLoss(tau=2.0, compiled=c), False),
-    'cwd': (lambda c: CWDLoss(compiled=c), False),
-    'cwd-align': (lambda c: CWDLoss(student_channels=4, teacher_channels=6, compiled=c), False),
+    'cwd-tau2': (lambda c: CWDLoss(tau=2.0, compiled=c, cpu_kernel=False), False),
+    'cwd': (lambda c: CWDLoss(compiled=c, cpu_kernel=False), False),
+    'cwd-align': (lambda c: CWDLoss(student_channels=4, teacher_channels=6, compiled=c,
+                                    cpu_kernel=False), False),
     'at': (lambda c: ATLoss(compiled=c), False),
     'at-p3': (lambda c: ATLoss(p=3, compiled=c), False),
     'fgd': (lambda c: _fgd(4, c), True),

@@ -97,3 +97,76 @@ def test_shape_errors_and_registry():
     assert isinstance(built, CWDLoss) and built.tau == 4.0
     assert CWDLoss.channel_args == ('student_channels', 'teacher_channels')
     assert CWDLoss.extra_inputs == ()
+
+
+# The CPU kernel (the default on the CPU) against the definition (cpu_kernel=False) through
+# autograd: loss and student gradient, with and without a gradient, in float64 (the C library's
+# exp) and in float32 (the kernel's polynomial exp) on logits whose exponentials span the whole
+# float32 range below 1.
+def _kernel_and_definition(S, T, tau, weight=1.0, **kwargs):
+    from mmdistill.losses.fast import cwd_kernel
+    assert cwd_kernel.available(S), cwd_kernel.KERNEL.failed
+    out = []
+    for kernel in (True, False):
+        s = S.clone().requires_grad_()
+        loss = CWDLoss(tau=tau, cpu_kernel=kernel, **kwargs).to(S.dtype)
+        value = loss(s, T)
+        (weight * value).backward()
+        with torch.no_grad():
+            # the value-only path (its sums may be vectorised otherwise: rounding apart)
+            assert float(loss(S, T)) == pytest.approx(float(value), rel=1e-6)
+        out.append((value.detach(), s.grad))
+    return out
+
+
+@pytest.mark.parametrize('tau', [1.0, 0.5, 4.0])
+def test_cpu_kernel_equals_definition_in_float64(tau):
+    S = torch.randn(3, 5, 9, 11, dtype=torch.float64) * 3
+    T = torch.randn(3, 5, 9, 11, dtype=torch.float64) * 2 + 1
+    (v, g), (v_ref, g_ref) = _kernel_and_definition(S, T, tau, weight=1.3)
+    torch.testing.assert_close(v, v_ref, rtol=1e-12, atol=0)
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-14 * g_ref.abs().max())
+
+
+@pytest.mark.parametrize('tau', [1.0, 2.0])
+def test_cpu_kernel_float32_within_float32_rounding(tau):
+    # exponents from 0 down to about -100 (below exp's float32 range: the kernel clamps at -87)
+    S = torch.linspace(-100 * tau, 0, 2 * 4 * 300, dtype=torch.float64).reshape(2, 4, 20, 15)
+    S = S[:, :, torch.randperm(20)]
+    T = torch.randn(2, 4, 20, 15, dtype=torch.float64) * 4
+    (v, g), _ = _kernel_and_definition(S.float(), T.float(), tau)
+    (v_ref, g_ref), _ = _kernel_and_definition(S, T, tau)
+    assert v.dtype == torch.float32
+    assert float(v) == pytest.approx(float(v_ref), rel=1e-5)
+    assert float((g.double() - g_ref).abs().max()) <= 1e-5 * float(g_ref.abs().max())
+
+
+def test_cpu_kernel_large_logits_and_align():
+    """Logits of thousands (exp of them overflows without the row maxima), an align conv."""
+    S = torch.randn(2, 4, 6, 7, dtype=torch.float64) * 1000
+    T = torch.randn(2, 6, 6, 7, dtype=torch.float64) * 1000
+    torch.manual_seed(0)
+    loss = CWDLoss(tau=1.0, student_channels=4, teacher_channels=6).double()
+    ref = CWDLoss(tau=1.0, student_channels=4, teacher_channels=6, cpu_kernel=False).double()
+    ref.load_state_dict(loss.state_dict())
+    outs = []
+    for m in (loss, ref):
+        s = S.clone().requires_grad_()
+        out = m(s, T)
+        out.backward()
+        outs.append((out.detach(), s.grad, m.align.weight.grad))
+    assert torch.isfinite(outs[0][0])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * b.abs().max())
+
+
+def test_cpu_kernel_not_built_runs_the_definition(monkeypatch):
+    from mmdistill.losses.fast import cwd_kernel
+    monkeypatch.setattr(cwd_kernel.KERNEL, 'failed', 'no compiler (test)')
+    S = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    T = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    assert not cwd_kernel.available(S)
+    got = CWDLoss(tau=2.0)(S, T)
+    assert float(got) == float(CWDLoss(tau=2.0, cpu_kernel=False)(S, T))
+    with pytest.raises(ValueError, match='tau must be positive'):
+        CWDLoss(tau=0.0)

@@ -110,7 +110,9 @@ class CpuKernel:
         return True
 
     def fn(self, name: str, dtype: torch.dtype):
-        """The function ``name`` for ``dtype`` (after :meth:`available`)."""
+        """The function ``name`` for ``dtype``, the kernel built if it is not yet."""
+        if self.lib is None and not self.available(torch.empty(0, dtype=dtype)):
+            raise RuntimeError(f'{osp.basename(self.source)} is not built: {self.failed}')
         return getattr(self.lib, f'{name}_{SUFFIX[dtype]}')
 
 

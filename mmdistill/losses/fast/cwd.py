@@ -1,9 +1,10 @@
-"""Fast form of CWD (``CWDLoss(compiled=True)``): the divergence and its gradient in one pass.
+"""Fast forms of CWD: the divergence and its gradient in one pass.
 
 Autograd through :func:`~mmdistill.losses.cwd.channel_kl` reads and writes several full-size
 temporaries (scaled logits, both log-softmaxes, ``p_T``, their products) forward and backward.
 Here each row's exponentials are computed once and kept in cache, so the maps are read once and
-the gradient written once, two exponentials per element.
+the gradient written once, two exponentials per element: compiled (``CWDLoss(compiled=True)``)
+or, on the CPU, the hand-written kernel (:mod:`.cwd_kernel`, ``CWDLoss(cpu_kernel=True)``).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import Tensor
 
 from mmdistill.losses.fast.compiled import compiled
+from mmdistill.losses.fast.cwd_kernel import channel_kl_and_grad_cpu
 from mmdistill.losses.fast.value_and_grad import value_and_grad
 
 
@@ -40,10 +42,19 @@ def channel_kl_and_grad(logits_S: Tensor, logits_T: Tensor, tau: float, scale: f
     return kl * scale, (exp_s / z_s - exp_t / z_t) * (scale * inv_tau)
 
 
-def scaled_channel_kl(logits_S: Tensor, logits_T: Tensor, tau: float, scale: float) -> Tensor:
-    """``scale * channel_kl(S, T, tau)`` of ``(N*C, H*W)`` logits, compiled, differentiable
-    w.r.t. ``logits_S`` through the gradient the same pass computes."""
-    return value_and_grad(channel_kl_and_grad, logits_S, logits_T, tau, scale, compiled=True)
+def _kernel_core(logits_S: Tensor, logits_T: Tensor, tau: float, scale: float, want_grad: bool,
+                 compiled: bool = False) -> tuple[Tensor, Tensor | None]:
+    """:func:`~.cwd_kernel.channel_kl_and_grad_cpu` as a core of :func:`value_and_grad`."""
+    return channel_kl_and_grad_cpu(logits_S, logits_T, tau, scale, want_grad)
+
+
+def scaled_channel_kl(logits_S: Tensor, logits_T: Tensor, tau: float, scale: float,
+                      cpu_kernel: bool = False) -> Tensor:
+    """``scale * channel_kl(S, T, tau)`` of ``(N*C, H*W)`` logits, compiled (``cpu_kernel``:
+    the CPU kernel, which the caller has checked is available), differentiable w.r.t.
+    ``logits_S`` through the gradient the same pass computes."""
+    core = _kernel_core if cpu_kernel else channel_kl_and_grad
+    return value_and_grad(core, logits_S, logits_T, tau, scale, compiled=True)
 
 
 __all__ = ['channel_kl_and_grad', 'scaled_channel_kl']

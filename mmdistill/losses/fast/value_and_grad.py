@@ -6,11 +6,12 @@ needs); the backward then only hands that gradient on.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from mmdistill.losses.fast.compiled import CompiledFn
 
 
 def _detached(*args) -> tuple:
@@ -23,7 +24,7 @@ class _ValueAndGrad(torch.autograd.Function):
     """Autograd node of :func:`value_and_grad`: the gradient was computed in the forward."""
 
     @staticmethod
-    def forward(ctx, core: CompiledFn, use_compiled: bool, student: Tensor, *args):
+    def forward(ctx, core: Callable, use_compiled: bool, student: Tensor, *args):
         value, grad = core(*_detached(student, *args), True, compiled=use_compiled)
         ctx.save_for_backward(grad)
         ctx.num_args = len(args)
@@ -39,7 +40,7 @@ class _ValueAndGrad(torch.autograd.Function):
         return (None, None, grad, *([None] * ctx.num_args))
 
 
-def value_and_grad(core: CompiledFn, student: Tensor, *args, compiled: bool = False) -> Tensor:
+def value_and_grad(core: Callable, student: Tensor, *args, compiled: bool = False) -> Tensor:
     """``core``'s scalar value, differentiable w.r.t. ``student`` through the gradient ``core``
     computes itself.
 

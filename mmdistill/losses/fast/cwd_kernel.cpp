@@ -1,0 +1,132 @@
+// CWD's divergence and its gradient as one CPU kernel, row by row (one row: a channel of an
+// image, its H*W locations).
+//
+// Built and loaded by mmdistill/losses/fast/cwd_kernel.py (plain C ABI, no torch headers); the
+// definition is mmdistill/losses/cwd.py. With s = S / tau, t = T / tau, e_s = exp(s - max s),
+// Z_s = sum e_s (the same for t):
+//   KL_row = sum(e_t (t - s)) / Z_t + log Z_s + max s - log Z_t - max t
+//   d KL_row / d S = (e_s / Z_s - e_t / Z_t) / tau
+// A row is read from memory once (its maxima); the exponentials read it again from cache and are
+// kept in a per-thread buffer for the gradient, written once. In float32 the exponential is
+// exp_poly below (exp is most of the arithmetic here); float64 uses std::exp.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// fn(k) for k in [0, n_tasks) on n_threads threads (OpenMP: the runtime the process has loaded).
+template <typename F>
+void run_tasks(long n_tasks, int n_threads, F&& fn) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+  for (long k = 0; k < n_tasks; ++k) fn(k);
+#else
+  std::atomic<long> next{0};
+  auto worker = [&]() {
+    for (long k = next++; k < n_tasks; k = next++) fn(k);
+  };
+  int extra = std::max(0, std::min<int>(n_threads, static_cast<int>(n_tasks)) - 1);
+  std::vector<std::thread> threads;
+  threads.reserve(extra);
+  for (int i = 0; i < extra; ++i) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
+#endif
+}
+
+// exp(x) for x <= 0 in float32: x = n ln2 + r with integer n and |r| <= ln2 / 2, exp(r) by its
+// Taylor polynomial of degree 7 (truncation below 6e-9 relative, under float32's rounding),
+// times 2^n built in the exponent bits. Inputs below -87 give exp(-87) (1.6e-38) instead of a
+// smaller number. Branch-free, so the loops around it vectorise.
+inline float exp_poly(float x) {
+  x = x < -87.0f ? -87.0f : x;  // (no std::max: its references stop vectorisation)
+  // n = round(x / ln 2): adding 1.5 * 2^23 rounds to an integer (std::floor would not
+  // vectorise unless traps are off)
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  // ln 2 in two parts: n * 0.693359375 is exact in float32
+  const float r = (x - n * 0.693359375f) + n * 2.12194440054690583e-4f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const std::int32_t bits = (static_cast<std::int32_t>(n) + 127) << 23;
+  return p * __builtin_bit_cast(float, bits);
+}
+
+inline float exp_nonpositive(float x) { return exp_poly(x); }
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
+// KL_row of one row s, t (HW each); with g (may be null) the gradient of grad_scale * KL_row
+// w.r.t. the row of S (grad_scale includes 1 / tau), the exponentials kept in buffer (2 HW).
+// Arguments by value, so that the compiler vectorises the loops.
+template <typename T>
+T cwd_row(const T* s, const T* t, long HW, T inv_tau, T grad_scale, T* g, T* buffer) {
+  T ms = -std::numeric_limits<T>::infinity(), mt = ms;
+#pragma omp simd reduction(max : ms, mt)
+  for (long l = 0; l < HW; ++l) {
+    ms = s[l] > ms ? s[l] : ms;
+    mt = t[l] > mt ? t[l] : mt;
+  }
+  ms *= inv_tau;  // tau > 0: max(S / tau) = max(S) / tau
+  mt *= inv_tau;
+  T zs = 0, zt = 0, cross = 0;
+  if (g == nullptr) {
+#pragma omp simd reduction(+ : zs, zt, cross)
+    for (long l = 0; l < HW; ++l) {
+      const T xs = s[l] * inv_tau, xt = t[l] * inv_tau;
+      const T et = exp_nonpositive(xt - mt);
+      zs += exp_nonpositive(xs - ms);
+      zt += et;
+      cross += et * (xt - xs);
+    }
+  } else {
+    T* es = buffer;
+    T* et = buffer + HW;
+#pragma omp simd reduction(+ : zs, zt, cross)
+    for (long l = 0; l < HW; ++l) {
+      const T xs = s[l] * inv_tau, xt = t[l] * inv_tau;
+      es[l] = exp_nonpositive(xs - ms);
+      et[l] = exp_nonpositive(xt - mt);
+      zs += es[l];
+      zt += et[l];
+      cross += et[l] * (xt - xs);
+    }
+    const T cs = grad_scale / zs, ct = grad_scale / zt;
+#pragma omp simd
+    for (long l = 0; l < HW; ++l) g[l] = es[l] * cs - et[l] * ct;
+  }
+  return cross / zt + (ms + std::log(zs)) - (mt + std::log(zt));
+}
+
+// Per row r of the (R, HW) maps: kl[r] = KL_row; with grad (may be null) the gradient of
+// grad_scale * sum KL_row w.r.t. S.
+template <typename T>
+void cwd_rows(const T* S, const T* Tm, long R, long HW, T inv_tau, T grad_scale, T* kl, T* grad,
+              int n_threads) {
+  run_tasks(R, n_threads, [&](long r) {
+    thread_local std::vector<T> buffer;
+    if (grad != nullptr && static_cast<long>(buffer.size()) < 2 * HW) buffer.resize(2 * HW);
+    kl[r] = cwd_row(S + r * HW, Tm + r * HW, HW, inv_tau, grad_scale,
+                    grad == nullptr ? nullptr : grad + r * HW, buffer.data());
+  });
+}
+
+}  // namespace
+
+#define CWD_EXPORT(T, SUFFIX)                                                                \
+  extern "C" void cwd_rows_##SUFFIX(const T* S, const T* Tm, long R, long HW, T inv_tau,     \
+                                    T grad_scale, T* kl, T* grad, int n_threads) {           \
+    cwd_rows<T>(S, Tm, R, HW, inv_tau, grad_scale, kl, grad, n_threads);                     \
+  }
+
+CWD_EXPORT(float, f32)
+CWD_EXPORT(double, f64)
