@@ -1,7 +1,8 @@
 """tools/analysis/benchmark_losses.py runs (quick mode: tiny sizes, 2 repeats, no timing checks)."""
 from tests.test_tools.test_pipeline import run
 
-LOSSES = ('FGD', 'FGD-eager', 'MGD', 'CWD', 'CWD-eager', 'FitNet', 'AT', 'FGD-compiled', 'CWD-compiled', 'AT-compiled')
+LOSSES = ('FGD', 'FGD-eager', 'MGD', 'CWD', 'CWD-eager', 'FitNet', 'AT', 'FGD-compiled',
+          'CWD-compiled', 'AT-compiled')
 
 
 def test_benchmark_losses_quick():
