@@ -117,8 +117,8 @@ setup(
     ],
     packages=find_packages(include=['mmdistill', 'mmdistill.*']),
     include_package_data=False,
-    # the FGD CPU kernel's source, compiled on the user's machine on first use
-    package_data={'mmdistill': ['losses/fast/*.cpp']},
+    # the CPU kernels' sources, compiled on the user's machine on first use
+    package_data={'mmdistill': ['losses/fast/*.cpp', 'losses/fast/*.h']},
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -41,7 +41,9 @@ def test_wheel_holds_configs_tools_and_model_index(wheel):
         assert f'mmdistill/.mim/tools/{tool}' in names
     assert not any('/experiments/' in n or n.endswith('demo.py') for n in names)
     assert 'mmdistill/version.py' in names and 'mmdistill/hooks/teacher_eval_hook.py' in names
-    assert 'mmdistill/losses/fast/fgd_kernel.cpp' in names  # compiled on the user's machine
+    # the CPU kernels, compiled on the user's machine
+    assert {f'mmdistill/losses/fast/{k}' for k in ('fgd_kernel.cpp', 'cwd_kernel.cpp',
+                                                   'cpu_tasks.h')} <= names
 
 
 def test_wheel_metadata_declares_the_supported_ranges(wheel):

@@ -11,6 +11,7 @@ flags, the compiler and the CPU; loaded with ``ctypes``. Where no compiler build
 from __future__ import annotations
 
 import ctypes
+import glob
 import hashlib
 import os
 import os.path as osp
@@ -58,7 +59,8 @@ def compile_source(compiler: str, source: str, out: str) -> str | None:
 
 
 class CpuKernel:
-    """The C++ source ``source`` (a file of this folder) and the argument types of its
+    """The C++ source ``source`` (a file of this folder, which may include this folder's
+    headers) and the argument types of its
     functions ``<name>_f32`` / ``<name>_f64`` (``signatures[name](real)``, ``real`` the ctypes
     type of the dtype's scalars), built and loaded on first use."""
 
@@ -72,9 +74,12 @@ class CpuKernel:
         compiler = os.environ.get('CXX', 'c++')
         version = subprocess.run([compiler, '--version'], capture_output=True, text=True,
                                  check=True).stdout
-        with open(self.source, 'rb') as f:
-            key = hashlib.sha256(f.read() + repr((FLAGS, VARIANTS)).encode() + version.encode()
-                                 + _cpu_flags().encode()).hexdigest()[:16]
+        key = hashlib.sha256(repr((FLAGS, VARIANTS)).encode() + version.encode()
+                             + _cpu_flags().encode())
+        for path in [self.source, *sorted(glob.glob(osp.join(osp.dirname(self.source), '*.h')))]:
+            with open(path, 'rb') as f:  # the source and the headers it may include
+                key.update(f.read())
+        key = key.hexdigest()[:16]
         cache = os.environ.get('MMDISTILL_CACHE',
                                osp.join(osp.expanduser('~'), '.cache', 'mmdistill'))
         name = osp.splitext(osp.basename(self.source))[0]

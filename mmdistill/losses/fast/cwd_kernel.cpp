@@ -9,44 +9,24 @@
 // A row is read from memory once (its maxima); the exponentials read it again from cache and are
 // kept in a per-thread buffer for the gradient, written once. In float32 the exponential is
 // exp_poly below (exp is most of the arithmetic here); float64 uses std::exp.
-#include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <thread>
 #include <vector>
+
+#include "cpu_tasks.h"
 
 namespace {
 
-// fn(k) for k in [0, n_tasks) on n_threads threads (OpenMP: the runtime the process has loaded).
-template <typename F>
-void run_tasks(long n_tasks, int n_threads, F&& fn) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-  for (long k = 0; k < n_tasks; ++k) fn(k);
-#else
-  std::atomic<long> next{0};
-  auto worker = [&]() {
-    for (long k = next++; k < n_tasks; k = next++) fn(k);
-  };
-  int extra = std::max(0, std::min<int>(n_threads, static_cast<int>(n_tasks)) - 1);
-  std::vector<std::thread> threads;
-  threads.reserve(extra);
-  for (int i = 0; i < extra; ++i) threads.emplace_back(worker);
-  worker();
-  for (auto& t : threads) t.join();
-#endif
-}
+using mmdistill::run_tasks;
 
 // exp(x) for x <= 0 in float32: x = n ln2 + r with integer n and |r| <= ln2 / 2, exp(r) by its
 // Taylor polynomial of degree 7 (truncation below 6e-9 relative, under float32's rounding),
 // times 2^n built in the exponent bits. Inputs below -87 give exp(-87) (1.6e-38) instead of a
 // smaller number. Branch-free, so the loops around it vectorise.
 inline float exp_poly(float x) {
-  x = x < -87.0f ? -87.0f : x;  // (no std::max: its references stop vectorisation)
-  // n = round(x / ln 2): adding 1.5 * 2^23 rounds to an integer (std::floor would not
-  // vectorise unless traps are off)
+  x = x < -87.0f ? -87.0f : x;
+  // n = round(x / ln 2): adding 1.5 * 2^23 rounds to an integer
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   // ln 2 in two parts: n * 0.693359375 is exact in float32
   const float r = (x - n * 0.693359375f) + n * 2.12194440054690583e-4f;
