@@ -60,9 +60,9 @@ def compile_source(compiler: str, source: str, out: str) -> str | None:
 
 class CpuKernel:
     """The C++ source ``source`` (a file of this folder, which may include this folder's
-    headers) and the argument types of its
-    functions ``<name>_f32`` / ``<name>_f64`` (``signatures[name](real)``, ``real`` the ctypes
-    type of the dtype's scalars), built and loaded on first use."""
+    headers) and the argument types of its functions ``<name>_f32`` / ``<name>_f64``
+    (``signatures[name](real)``, ``real`` the ctypes type of the dtype's scalars), built and
+    loaded on first use."""
 
     def __init__(self, source: str, signatures: dict) -> None:
         self.source = osp.join(osp.dirname(osp.abspath(__file__)), source)
