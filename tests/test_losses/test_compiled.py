@@ -114,6 +114,18 @@ def test_value_and_grad_gradient_is_the_autograd_one():
     torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-14)
 
 
+def test_value_and_grad_weighted_twice_through_a_retained_graph():
+    """A weighted loss differentiated twice (DistillBalanceHook does): the same gradient."""
+    s = torch.randn(6, 20, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(6, 20, dtype=torch.float64)
+    g_ref, = torch.autograd.grad(channel_kl(s, t, 2.0) * 0.5 * 3.0, s)
+    out = value_and_grad(channel_kl_and_grad, s, t, 2.0, 0.5) * 3.0
+    g1, = torch.autograd.grad(out, s, retain_graph=True)
+    g2, = torch.autograd.grad(out, s)
+    torch.testing.assert_close(g1, g_ref, rtol=1e-10, atol=1e-14)
+    assert torch.equal(g1, g2)
+
+
 def test_compiling_failure_falls_back_to_eager(monkeypatch):
     calls = []
 

@@ -104,6 +104,12 @@ def test_quick_study_writes_json_markdown_and_chart(tmp_path):
     md = open(osp.join(work, 'results', 'study.md')).read()
     assert 'python3 tools/analysis/distill_study.py --quick' in md
     assert '| + PKD + inherit (balanced, share' in md and 'inherit only' in md
+    # the track's run time: every run's seconds, students and teachers, summed
+    track = results['tracks'][0]
+    students = sum(r['seconds'] * len(r['seeds']) for r in track['rows'])
+    teachers = sum(t['seconds'] for t in track['teachers'].values())
+    assert (f'Run time: {(students + teachers) / 3600:.1f} hours of one-thread runs '
+            f'({sum(len(r["seeds"]) for r in track["rows"])} student runs') in md
     with open(osp.join(work, 'results', 'study.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     # --gather summarises the finished runs and trains nothing (a missing seed stays missing)

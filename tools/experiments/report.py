@@ -97,7 +97,18 @@ def track_markdown(track: dict) -> str:
                   'gradients (DistillBalanceHook, every tenth of the run).']
     if curve_line(track):
         lines += ['', curve_line(track)]
+    if seeds:
+        lines += ['', time_line(track)]
     return '\n'.join(lines)
+
+
+def time_line(track: dict) -> str:
+    """The track's run time: every run's wall time summed (one thread a run)."""
+    runs = sum(len(r['seeds']) for r in track['rows'])
+    students = sum(r['seconds'] * len(r['seeds']) for r in track['rows'])
+    teachers = sum(t.get('seconds', 0.0) for t in (track.get('teachers') or {}).values())
+    return (f'Run time: {(students + teachers) / 3600:.1f} hours of one-thread runs '
+            f'({runs} student runs {students / 3600:.1f} h, teachers {teachers / 3600:.1f} h).')
 
 
 def study_markdown(results: dict, command: str) -> str:

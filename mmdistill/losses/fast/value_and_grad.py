@@ -34,9 +34,11 @@ class _ValueAndGrad(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         grad, = ctx.saved_tensors
-        # the usual case (the loss summed into the total) needs no pass over the gradient
+        # the loss summed into the total needs no pass over the gradient; a weighted one gets a
+        # new tensor: the saved gradient stays as it is for a second backward through a retained
+        # graph (DistillBalanceHook measures each loss's gradient that way)
         if not (grad_out.device.type == 'cpu' and float(grad_out) == 1.0):
-            grad = grad.mul_(grad_out.to(grad.dtype))
+            grad = grad * grad_out.to(grad.dtype)
         return (None, None, grad, *([None] * ctx.num_args))
 
 
@@ -48,7 +50,7 @@ def value_and_grad(core: Callable, student: Tensor, *args, compiled: bool = Fals
     when ``want_grad`` is False); no other argument gets a gradient (the teacher's map is
     detached anyway). Without a gradient to compute (no grad mode, or ``student`` needs none)
     only the value is computed. Not twice differentiable. The backward multiplies the gradient
-    in place by the incoming gradient unless that is 1 (the loss added to the total).
+    by the incoming gradient unless that is 1 (the loss added to the total).
     """
     if torch.is_grad_enabled() and student.requires_grad:
         return _ValueAndGrad.apply(core, compiled, student, *args)
