@@ -122,6 +122,16 @@ def test_quick_study_writes_json_markdown_and_chart(tmp_path):
     assert again['seconds'] < results['seconds']
     assert [r['values'] for r in again['tracks'][0]['rows']] == \
         [r['values'] for r in results['tracks'][0]['rows']]
+    # one track run (or gathered) alone updates that track of the study; the others stay
+    one = main(args + ['--gather', '--tracks', 'seg'])
+    assert [t['name'] for t in one['tracks']] == ['seg']
+    with open(osp.join(work, 'results', 'study.json')) as f:
+        study = json.load(f)
+    assert [t['name'] for t in study['tracks']] == ['det', 'seg', 'cls']
+    assert study['tracks'][0]['rows'] == json.loads(json.dumps(again['tracks'][0]['rows']))
+    assert study['tracks'][1]['command'].endswith('--gather --tracks seg')
+    md = open(osp.join(work, 'results', 'study.md')).read()
+    assert md.count('Made by:') == 3 and '--gather --tracks seg' in md
 
 
 def test_demo_runs_what_the_study_found_and_says_when_nothing_helps():

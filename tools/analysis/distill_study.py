@@ -51,6 +51,18 @@ def track_methods(methods: list[str] | None, track: str) -> list[str] | None:
     return [m.split(':', 1)[-1] for m in methods if ':' not in m or m.startswith(track + ':')]
 
 
+def merged_tracks(path: str, tracks: list[dict]) -> list[dict]:
+    """The tracks of the study file ``path`` with ``tracks`` in place of those of the same
+    name (new ones last): running one track updates the study, the others' results stay."""
+    if not osp.exists(path):
+        return tracks
+    with open(path) as f:
+        kept = json.load(f).get('tracks', [])
+    new = {t['name']: t for t in tracks}
+    merged = [new.pop(t['name'], t) for t in kept]
+    return merged + [t for t in tracks if t['name'] in new]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tracks', nargs='+', default=['det', 'seg', 'cls'],
@@ -103,17 +115,20 @@ def main(argv: list[str] | None = None) -> dict:
             print('[study] det_share: mean paired gain on the held-out training images by share: '
                   + ', '.join(f'{k}: {v:+.2f}' for k, v in means.items())
                   + f'; chosen share {share}')
-    results = dict(tracks=tracks, seconds=time.time() - start, threads=torch.get_num_threads(),
-                   quick=args.quick, machine=machine_info())
     command = 'python3 tools/analysis/distill_study.py ' + shlex.join(
         sys.argv[1:] if argv is None else argv)
+    for track in tracks:
+        track['command'] = command
+    results = dict(tracks=tracks, seconds=time.time() - start, threads=torch.get_num_threads(),
+                   quick=args.quick, machine=machine_info())
     os.makedirs(results_dir, exist_ok=True)
+    study = dict(results, tracks=merged_tracks(osp.join(results_dir, 'study.json'), tracks))
     with open(osp.join(results_dir, 'study.json'), 'w') as f:
-        json.dump(dict(results, command=command), f, indent=1)
-    markdown = study_markdown(results, command)
+        json.dump(dict(study, command=command), f, indent=1)
+    markdown = study_markdown(study, command)
     with open(osp.join(results_dir, 'study.md'), 'w') as f:
         f.write(markdown)
-    plot_study(results, osp.join(results_dir, 'study.png'))
+    plot_study(study, osp.join(results_dir, 'study.png'))
     print(markdown)
     print(f'wrote {results_dir}/study.json, study.md, study.png ({time.time() - start:.0f} s)')
     return results

@@ -112,9 +112,11 @@ def time_line(track: dict) -> str:
 
 
 def study_markdown(results: dict, command: str) -> str:
-    parts = ['Made by:', '', '```bash', command, '```', '']
+    """Every track with the command that made it (``command`` for a track without one)."""
+    parts = []
     for track in results['tracks']:
-        parts += [track_markdown(track), '']
+        parts += ['Made by:', '', '```bash', track.get('command', command), '```', '',
+                  track_markdown(track), '']
     return '\n'.join(parts)
 
 
