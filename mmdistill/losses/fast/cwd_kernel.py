@@ -28,9 +28,8 @@ def available(x: Tensor) -> bool:
 def channel_kl_and_grad_cpu(logits_S: Tensor, logits_T: Tensor, tau: float, scale: float,
                             want_grad: bool) -> tuple[Tensor, Tensor | None]:
     """``scale * channel_kl(S, T, tau)`` and its gradient w.r.t. ``S`` (None unless
-    ``want_grad``) of ``(N*C, H*W)`` logits, by the kernel (:func:`available` first)."""
-    if tau <= 0:
-        raise ValueError(f'CWD: tau must be positive, got {tau}')
+    ``want_grad``) of ``(N*C, H*W)`` logits, by the kernel (:func:`available` first);
+    ``tau > 0``, as :class:`~mmdistill.losses.cwd.CWDLoss` checks at build."""
     dtype = logits_S.dtype
     s, t = logits_S.contiguous(), logits_T.to(dtype).contiguous()
     rows, hw = s.shape

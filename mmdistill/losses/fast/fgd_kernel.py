@@ -31,11 +31,13 @@ def available(x: Tensor) -> bool:
     return KERNEL.available(x)
 
 
-def _chunk(n: int, hw: int) -> int:
-    """Locations per task: whole tiles, at least four tasks per thread where the maps allow."""
+def _chunks(n: int, hw: int) -> tuple[int, int]:
+    """(locations per task, tasks per image): whole tiles, at least four tasks per thread where
+    the maps allow."""
     tasks_per_image = max(1, -(-4 * torch.get_num_threads() // n))
     per_task = -(-hw // tasks_per_image)
-    return max(TILE, -(-per_task // TILE) * TILE)
+    chunk = max(TILE, -(-per_task // TILE) * TILE)
+    return chunk, -(-hw // chunk)
 
 
 def forward_sums(S3: Tensor, T3: Tensor, w_s: Tensor, w_t: Tensor, b_s: float, b_t: float,
@@ -48,8 +50,7 @@ def forward_sums(S3: Tensor, T3: Tensor, w_s: Tensor, w_t: Tensor, b_s: float, b
     (N, 1): the maxima over the image's locations of ``at_hw * a_scale``, ``ls`` and ``lt``.
     """
     n, c, hw = S3.shape
-    chunk = _chunk(n, hw)
-    chunks = -(-hw // chunk)
+    chunk, chunks = _chunks(n, hw)
     dtype = S3.dtype
     cols = torch.empty(4, n, hw, dtype=dtype)
     rows = torch.zeros(n, chunks, 7, c, dtype=dtype)
@@ -73,8 +74,7 @@ def backward_pass(S3: Tensor, T3: Tensor, two_q2: Tensor, two_q1: Tensor, g_as_c
     weight gradients ``sum_n sum_hw g_l F`` (C,) of S and T, from (N, C) coefficients, ``w_s``
     (C,), (N, HW) maps and the (N,) ``k = sum_c g_ctx ctx``."""
     n, c, hw = S3.shape
-    chunk = _chunk(n, hw)
-    chunks = -(-hw // chunk)
+    chunk, chunks = _chunks(n, hw)
     dtype = S3.dtype
     small = [x.to(dtype).contiguous() for x in (two_q2, two_q1, g_as_c, g_dsum, g_ctx_s,
                                                  g_ctx_t, w_s, weight, g_as_hw, p_s, p_t,

@@ -13,7 +13,6 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 
-
 def _detached(*args) -> tuple:
     """``args`` with tensors detached: the compiled core is guarded on ``requires_grad``, so
     this keeps one graph for student and teacher, with and without a gradient."""
