@@ -43,7 +43,7 @@ def test_wheel_holds_configs_tools_and_model_index(wheel):
     assert 'mmdistill/version.py' in names and 'mmdistill/hooks/teacher_eval_hook.py' in names
     # the CPU kernels, compiled on the user's machine
     assert {f'mmdistill/losses/fast/{k}' for k in ('fgd_kernel.cpp', 'cwd_kernel.cpp',
-                                                   'cpu_tasks.h')} <= names
+                                                   'cpu_tasks.h', 'cpu_math.h')} <= names
 
 
 def test_wheel_metadata_declares_the_supported_ranges(wheel):

@@ -7,43 +7,20 @@
 //   KL_row = sum(e_t (t - s)) / Z_t + log Z_s + max s - log Z_t - max t
 //   d KL_row / d S = (e_s / Z_s - e_t / Z_t) / tau
 // A row is read from memory once (its maxima); the exponentials read it again from cache and are
-// kept in a per-thread buffer for the gradient, written once. In float32 the exponential is
-// exp_poly below (exp is most of the arithmetic here); float64 uses std::exp.
+// kept in a per-thread buffer for the gradient, written once. The exponentials are
+// exp_nonpositive (cpu_math.h: in-line and vectorised in float32; exp is most of the arithmetic
+// here).
 #include <cmath>
-#include <cstdint>
 #include <limits>
 #include <vector>
 
+#include "cpu_math.h"
 #include "cpu_tasks.h"
 
 namespace {
 
+using mmdistill::exp_nonpositive;
 using mmdistill::run_tasks;
-
-// exp(x) for x <= 0 in float32: x = n ln2 + r with integer n and |r| <= ln2 / 2, exp(r) by its
-// Taylor polynomial of degree 7 (truncation below 6e-9 relative, under float32's rounding),
-// times 2^n built in the exponent bits. Inputs below -87 give exp(-87) (1.6e-38) instead of a
-// smaller number. Branch-free, so the loops around it vectorise.
-inline float exp_poly(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  // n = round(x / ln 2): adding 1.5 * 2^23 rounds to an integer
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  // ln 2 in two parts: n * 0.693359375 is exact in float32
-  const float r = (x - n * 0.693359375f) + n * 2.12194440054690583e-4f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const std::int32_t bits = (static_cast<std::int32_t>(n) + 127) << 23;
-  return p * __builtin_bit_cast(float, bits);
-}
-
-inline float exp_nonpositive(float x) { return exp_poly(x); }
-inline double exp_nonpositive(double x) { return std::exp(x); }
 
 // KL_row of one row s, t (HW each); with g (may be null) the gradient of grad_scale * KL_row
 // w.r.t. the row of S (grad_scale includes 1 / tau), the exponentials kept in buffer (2 HW).
