@@ -170,16 +170,19 @@ def test_gradients():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-PASSES = ['kernel', 'one_block', 'channel_blocks', 'image_blocks']
+PASSES = ['kernel', 'one_block', 'channel_blocks', 'kernel_streamed', 'image_blocks']
 
 
 def use_passes(passes: str, monkeypatch) -> None:
     """Run the fast form with ``passes``: the CPU kernel in tiles of 8 locations (several tiles
-    and tasks per image), or the eager passes in one block, blocks of 7 elements per thread
-    (channel ranges) or of 1500 (several images)."""
-    if passes == 'kernel':
+    and tasks per image; ``kernel_streamed``: the student gradient written with non-temporal
+    stores, as for large maps), or the eager passes in one block, blocks of 7 elements per
+    thread (channel ranges) or of 1500 (several images)."""
+    if passes.startswith('kernel'):
         assert fgd_kernel.available(torch.zeros(1)), fgd_kernel.KERNEL.failed
         monkeypatch.setattr(fgd_kernel, 'TILE', 8)
+        if passes == 'kernel_streamed':
+            monkeypatch.setattr(fgd_kernel, 'STREAM_BYTES', 0)
         return
     monkeypatch.setattr(fgd_kernel, 'available', lambda x: False)
     block = dict(one_block=None, channel_blocks=7, image_blocks=1500)[passes]
@@ -311,9 +314,9 @@ def test_pixel_normalisation_is_the_loss_of_standardised_maps():
 
 # The fast form (each form of the passes, hand-written backward) against the definition in this
 # package (FGDLoss.loss_by_definition through autograd): value and every gradient, in float64.
-@pytest.mark.parametrize('passes', PASSES[:3])
+@pytest.mark.parametrize('passes', PASSES[:4])
 @pytest.mark.parametrize('normalize', [None, 'pixel'])
-@pytest.mark.parametrize('channels', [(8, 8), (6, 8)], ids=['same_channels', 'align'])
+@pytest.mark.parametrize('channels', [(8, 8), (6, 7)], ids=['same_channels', 'align_odd'])
 def test_fast_form_matches_definition(channels, normalize, passes, monkeypatch):
     use_passes(passes, monkeypatch)
     img_shape, (h, w) = (96, 160), (12, 20)
@@ -439,3 +442,20 @@ def test_kernel_not_built_falls_back_to_eager_passes(monkeypatch, tmp_path):
     assert len(built) == 1 and len(calls) == 1
     monkeypatch.setattr(kernel, 'lib', None)
     assert fgd_kernel.available(x) and len(calls) == 1
+
+
+# A second backward through a retained graph (DistillBalanceHook measures each loss's gradient
+# that way): the kernel's backward keeps the channel transforms' graph and its saved tensors.
+def test_kernel_second_backward_through_retained_graph(monkeypatch):
+    use_passes('kernel', monkeypatch)
+    img_shape, (h, w) = (96, 160), (12, 20)
+    boxes = [_random_boxes(k, *img_shape) for k in (5, 3)]
+    fast, _ = _fast_and_definition(8)
+    s = torch.randn(2, 8, h, w, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(2, 8, h, w, dtype=torch.float64)
+    out = fast(s, t, boxes, img_shape)
+    out.backward(retain_graph=True)
+    first = [s.grad.clone()] + [p.grad.clone() for p in fast.parameters()]
+    (0.5 * out).backward()
+    for got, once in zip([s.grad] + [p.grad for p in fast.parameters()], first):
+        torch.testing.assert_close(got, 1.5 * once, rtol=1e-12, atol=1e-15)

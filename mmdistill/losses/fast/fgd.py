@@ -84,28 +84,8 @@ def _reductions_compiled(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: FGDMo
     return spatial_t, channel_t, weight, p_s, p_t, as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t
 
 
-def _reductions_kernel(S3: Tensor, T3: Tensor, pix_weight: Tensor, loss: FGDModule, w_s: Tensor,
-                       w_t: Tensor) -> tuple[Tensor, ...]:
-    """The reductions by the CPU kernel's one forward pass; its softmax-weighted sums divided by
-    the softmax sums of the column outputs."""
-    c, hw = S3.shape[1:]
-    a_scale = 1.0 / (c * loss.temp)
-    (as_hw, at_hw, ls, lt, as_c, at_c, dsum, q2, q1_e, ctx_s_e, ctx_t_e, max_a, max_s,
-     max_t) = fgd_kernel.forward_sums(S3, T3, w_s[0, 0], w_t[0, 0],
-                                      float(loss.conv_mask_s.bias), float(loss.conv_mask_t.bias),
-                                      pix_weight, a_scale)
-    spatial_t = _spatial_attention(at_hw, c, loss.temp)
-    channel_t = _channel_attention(at_c, hw, loss.temp)
-    q1 = q1_e * (hw / torch.exp(at_hw * a_scale - max_a).sum(1, keepdim=True))
-    ctx_s = ctx_s_e / torch.exp(ls - max_s).sum(1, keepdim=True)
-    ctx_t = ctx_t_e / torch.exp(lt - max_t).sum(1, keepdim=True)
-    return (spatial_t, channel_t, spatial_t * pix_weight, F.softmax(ls, dim=1),
-            F.softmax(lt, dim=1), as_c, as_hw, q1, q2, dsum, ctx_s, ctx_t)
-
-
 #: the forms of the passes over the maps
-REDUCTIONS = dict(kernel=_reductions_kernel, compiled=_reductions_compiled,
-                  blocked=_reductions_blocked)
+REDUCTIONS = dict(compiled=_reductions_compiled, blocked=_reductions_blocked)
 
 
 def _loss_from_reductions(loss: FGDModule, spatial_t: Tensor, channel_t: Tensor, as_c: Tensor,
@@ -172,14 +152,6 @@ class _FGDFunction(torch.autograd.Function):
         add_grads = dict(zip(map(id, add_params), grads[7:]))
 
         w_s = loss.conv_mask_s.weight.reshape(c).to(S.dtype)
-        if passes == 'kernel':  # everything in one pass over S and T
-            k_s, k_t = (g_ctx_s * small[5]).sum(1), (g_ctx_t * small[6]).sum(1)
-            grad_S, g_ls, g_lt, rows_s, rows_t = fgd_kernel.backward_pass(
-                S3, T3, 2 * g_q2, 2 * g_q1, g_as_c, g_dsum, g_ctx_s, g_ctx_t, w_s, weight,
-                g_as_hw, p_s, p_t, k_s, k_t)
-            return (grad_S.reshape(S.shape) if ctx.needs_input_grad[0] else None, None, None,
-                    None, None, *_param_grads(loss, rows_s, g_ls, rows_t, g_lt, add_grads))
-
         # through the softmax weights of the contexts (one pass over S and T), then the logits
         if passes == 'compiled':
             g_p_s, g_p_t = fgd_compiled.column_grads(S3, T3, g_ctx_s[..., None],
@@ -204,24 +176,80 @@ class _FGDFunction(torch.autograd.Function):
         if rows_s is None:
             rows_s, rows_t = fgd_blocked.rowdot(S3, g_ls), fgd_blocked.rowdot(T3, g_lt)
         return (grad_S, None, None, None, None,
-                *_param_grads(loss, rows_s.sum(0), g_ls, rows_t.sum(0), g_lt, add_grads))
+                *_param_grads(loss, rows_s.sum(0), g_ls.sum(), rows_t.sum(0), g_lt.sum(),
+                              add_grads))
 
 
-def _param_grads(loss: FGDModule, rows_s: Tensor, g_ls: Tensor, rows_t: Tensor, g_lt: Tensor,
+def _param_grads(loss: FGDModule, rows_s: Tensor, bias_s: Tensor, rows_t: Tensor, bias_t: Tensor,
                  add_grads: dict[int, Tensor]) -> list[Tensor | None]:
     """The gradients of :func:`_params`: the conv_mask weights ``sum_n sum_hw g_l F`` (``rows``,
-    (C,)), their biases ``sum g_l`` (``g_l`` (N, HW)), the channel-add parameters' from
+    (C,)), their biases ``sum g_l`` (``bias``, scalars), the channel-add parameters' from
     ``add_grads`` (by ``id``); None for a frozen parameter."""
 
     def as_param(g: Tensor, p: Tensor) -> Tensor | None:
         return g.reshape(p.shape).to(p.dtype) if p.requires_grad else None
 
     m_s, m_t = loss.conv_mask_s, loss.conv_mask_t
-    grads = [as_param(rows_s, m_s.weight), as_param(g_ls.sum(), m_s.bias),
-             as_param(rows_t, m_t.weight), as_param(g_lt.sum(), m_t.bias)]
+    grads = [as_param(rows_s, m_s.weight), as_param(bias_s, m_s.bias),
+             as_param(rows_t, m_t.weight), as_param(bias_t, m_t.bias)]
     return grads + [add_grads.get(id(p)) if p.requires_grad else None
                     for p in (*loss.channel_add_conv_s.parameters(),
                               *loss.channel_add_conv_t.parameters())]
+
+
+class _FGDKernelFunction(torch.autograd.Function):
+    """The FGD loss of one level by the CPU kernel (:mod:`.fgd_kernel`), which does everything
+    but the GcBlocks' channel transforms; their gradients come from autograd on their small
+    graph, built in the forward."""
+
+    @staticmethod
+    def forward(ctx, S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
+                *params: Tensor) -> Tensor:
+        n, c, h, w = S.shape
+        dtype = S.dtype
+        S3, T3 = S.reshape(n, c, h * w), T.reshape(n, c, h * w)
+        mask_s, mask_t = loss.conv_mask_s, loss.conv_mask_t
+        w_s = mask_s.weight.detach().reshape(c).to(dtype).contiguous()
+        w_t = mask_t.weight.detach().reshape(c).to(dtype).contiguous()
+        pix_weight = pix_weight.to(dtype).contiguous()
+        maps, vecs, terms = fgd_kernel.forward(
+            S3, T3, w_s, w_t, float(mask_s.bias), float(mask_t.bias), pix_weight, loss.temp,
+            loss.gamma_fgd, loss.lambda_fgd)
+        dsum, ctx_s, ctx_t = vecs[2], vecs[5], vecs[6]
+        # the global term's channel transforms: (sum (d + a)^2 less sum d^2, see the module
+        # docstring), their graph kept for the backward
+        want_grad = any(ctx.needs_input_grad)
+        with torch.set_grad_enabled(want_grad):
+            contexts = [x.detach().requires_grad_(want_grad) for x in (ctx_s, ctx_t)]
+            add_s, add_t = loss.channel_adds(*contexts)
+        add = (add_s - add_t).detach()
+        relation = 2 * (add * dsum).sum() + h * w * add.square().sum()
+        ctx.loss, ctx.contexts, ctx.adds = loss, contexts, (add_s, add_t)
+        ctx.save_for_backward(S, T, pix_weight, maps, vecs, w_s, add)
+        return (terms.sum() + loss.lambda_fgd * relation) / n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        loss = ctx.loss
+        S, T, pix_weight, maps, vecs, w_s, add = ctx.saved_tensors
+        n, c, h, w = S.shape
+        g_out = float(grad_out)
+        # the global term through the channel transforms: d/d add and d/d dsum
+        scale = 2 * loss.lambda_fgd * g_out / n
+        g_add = scale * (vecs[2] + h * w * add)
+        add_params = [p for p in (*loss.channel_add_conv_s.parameters(),
+                                  *loss.channel_add_conv_t.parameters()) if p.requires_grad]
+        g_ctx_s, g_ctx_t, *grads = torch.autograd.grad(
+            ctx.adds, ctx.contexts + add_params, (g_add, -g_add), retain_graph=True,
+            allow_unused=True)
+        grad_S, conv_grads, bias_grads = fgd_kernel.backward(
+            S.reshape(n, c, h * w), T.reshape(n, c, h * w), maps, vecs, pix_weight, g_ctx_s,
+            g_ctx_t, scale * add, w_s, loss.temp, loss.gamma_fgd, loss.lambda_fgd, g_out)
+        add_grads = dict(zip(map(id, add_params), grads))
+        return (grad_S.reshape(S.shape) if ctx.needs_input_grad[0] else None, None, None, None,
+                *_param_grads(loss, conv_grads[0], bias_grads[0], conv_grads[1], bias_grads[1],
+                              add_grads))
 
 
 def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
@@ -243,7 +271,6 @@ def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
         Tensor: scalar loss.
     """
     if cpu_kernel and fgd_kernel.available(S):
-        passes = 'kernel'
-    else:
-        passes = 'compiled' if compiled else 'blocked'
+        return _FGDKernelFunction.apply(S, T, pix_weight, loss, *_params(loss))
+    passes = 'compiled' if compiled else 'blocked'
     return _FGDFunction.apply(S, T, pix_weight, loss, passes, *_params(loss))

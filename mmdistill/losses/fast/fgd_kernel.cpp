@@ -1,4 +1,6 @@
-// FGD's passes over the (N, C, HW) maps as one hand-tiled CPU kernel forward and one backward.
+// FGD's passes over the (N, C, HW) maps as one hand-tiled CPU kernel forward and one backward,
+// with the small per-image steps around them (softmaxes, sums over tasks), so that the caller
+// runs only the GcBlocks' channel transforms.
 //
 // Built and loaded by mmdistill/losses/fast/fgd_kernel.py (plain C ABI, no torch headers); what
 // the passes compute is described in mmdistill/losses/fast/fgd.py. Work is split into tasks, an
@@ -7,10 +9,11 @@
 // channels need all of them), sweep 2 reads them again from cache: each map is read from memory
 // once per direction. The spatial softmaxes (teacher attention, the GcBlock contexts) are over
 // every location of an image, so the forward accumulates their numerators against the task's
-// running maximum, rescaled when it grows; the caller combines the tasks and divides by the
-// softmax sums, which the column outputs give it.
+// running maximum, rescaled when it grows; a last step per image combines the tasks and divides
+// by the softmax sums.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -21,9 +24,11 @@ namespace {
 
 using mmdistill::exp_nonpositive;
 using mmdistill::run_tasks;
+using mmdistill::stream_copy;
+using mmdistill::stream_fence;
 
 // Sweep 1 walks one tile-row per channel, a stride of HW apart: too many streams for the
-// hardware prefetchers, so each row is prefetched this many channels ahead (4 and 16 measured
+// hardware prefetchers, so each row is prefetched this many channels ahead (4 to 16 measured
 // alike on an AMD EPYC, 1.5x faster forward than none).
 constexpr long kPrefetchAhead = 16;
 
@@ -90,21 +95,80 @@ inline void row_sums(const T* s, const T* t, const T* e_a, const T* e_s, const T
   r[6 * C] += ct;
 }
 
-// Forward. Per (n, hw) outputs: as_hw, at_hw (sums over channels of |S|, |T|), ls, lt (GcBlock
-// logits w . F + b). Per task k (row-major (N, chunks)): rows[k] (7, C) = sum over the chunk of
-// |S|, |T|, d, d^2, d^2 pixw e_a, S e_s, T e_t with d = S - T, e_x = exp(x - max_k(x)) of the
-// attention logit a = at_hw * a_scale and of ls, lt; maxima[k] (3) = those maxima.
+// Sweep 1 of the backward over channels c .. c + B - 1 of a tile: the projections of the
+// contexts' gradients, gp_s[l] += sum_b g_cs[b] S[b, l] (gp_t of T the same).
+template <int B, typename T>
+inline void context_projections(const T* const* s, const T* const* t, const T* g_cs,
+                                const T* g_ct, long L, T* gp_s, T* gp_t) {
+#pragma omp simd
+  for (long l = 0; l < L; ++l) {
+    T ps = 0, pt = 0;
+#pragma GCC unroll 8
+    for (int b = 0; b < B; ++b) {
+      ps += g_cs[b] * s[b][l];
+      pt += g_ct[b] * t[b][l];
+    }
+    gp_s[l] += ps;
+    gp_t[l] += pt;
+  }
+}
+
+// softmax over x[0 .. L) in place, times `scale`, of x * x_scale; returns the sum of
+// exp(x * x_scale - max) (max: `top` if given, else computed).
 template <typename T>
-void forward(const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t,
-             const T* pixw, T a_scale, long N, long C, long HW, long chunk, long tile,
-             T* as_hw, T* at_hw, T* ls, T* lt, T* rows, T* maxima, int n_threads) {
+T softmax_in_place(T* x, long L, T x_scale, T scale, const T* top = nullptr) {
+  T m = -std::numeric_limits<T>::infinity();
+  if (top != nullptr) {
+    m = *top;
+  } else {
+    for (long l = 0; l < L; ++l) m = std::max(m, x[l] * x_scale);
+  }
+  T z = 0;
+#pragma omp simd reduction(+ : z)
+  for (long l = 0; l < L; ++l) {
+    x[l] = exp_nonpositive(x[l] * x_scale - m);
+    z += x[l];
+  }
+  const T f = scale / z;
+#pragma omp simd
+  for (long l = 0; l < L; ++l) x[l] *= f;
+  return z;
+}
+
+// The options of the loss the kernel needs: the attention temperatures' scales and the weights
+// of the terms it sums itself.
+template <typename T>
+struct Weights {
+  T a_scale;   // 1 / (C temp): spatial attention logits from the sums over channels
+  T c_scale;   // 1 / (HW temp): channel attention logits from the sums over locations
+  T gamma;     // attention loss
+  T lambda;    // global (relation) loss
+};
+
+// Forward. Maps (4, N, HW) out: the student's and the teacher's spatial attentions
+// HW softmax(sum_c |F| a_scale) and the GcBlock context weights softmax(w . F + b). Vectors
+// (7, N, C) out: the channel attentions C softmax(sum_hw |F| c_scale) of S and T, and with
+// d = S - T: sum_hw d, sum_hw d^2, q1 = sum_hw d^2 A^S_t pixw, the contexts sum_hw F p.
+// terms (N) out: sum_c A^C_t q1 + gamma (sum |A^C_s - A^C_t| + sum |A^S_s - A^S_t|)
+// + lambda sum_c sum_hw d^2 (the loss times N, less the terms of the channel transforms).
+// work_rows (N * chunks * 7 * C) and work_max (N * chunks * 3): the tasks' partial sums.
+template <typename T>
+void forward(const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t, const T* pixw,
+             Weights<T> wt_, long N, long C, long HW, long chunk, long tile, T* maps, T* vecs,
+             T* terms, T* work_rows, T* work_max, int n_threads) {
   constexpr int kSweep1 = 4;  // channels per step of sweep 1
   const long chunks = (HW + chunk - 1) / chunk;
+  T* as_hw = maps;
+  T* at_hw = maps + N * HW;
+  T* ls = maps + 2 * N * HW;
+  T* lt = maps + 3 * N * HW;
+  const T a_scale = wt_.a_scale;
   run_tasks(N * chunks, n_threads, [&](long k) {
     const long n = k / chunks, h_begin = (k % chunks) * chunk;
     const long h_end = std::min(HW, h_begin + chunk);
-    T* row = rows + k * 7 * C;
-    T* mx = maxima + k * 3;
+    T* row = work_rows + k * 7 * C;
+    std::fill(row, row + 7 * C, T(0));
+    T* mx = work_max + k * 3;
     mx[0] = mx[1] = mx[2] = -std::numeric_limits<T>::infinity();
     std::vector<T> buf(7 * tile);
     T *c_as = buf.data(), *c_at = c_as + tile, *c_ls = c_at + tile, *c_lt = c_ls + tile;
@@ -114,23 +178,21 @@ void forward(const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t,
     for (long h0 = h_begin; h0 < h_end; h0 += tile) {
       const long L = std::min(tile, h_end - h0);
       std::fill(buf.begin(), buf.begin() + 4 * tile, T(0));
-      auto rows_at = [&](long c, int count) {
+      // sweep 1: column sums over channels
+      long c = 0;
+      for (; c < C; c += kSweep1) {
+        const int count = static_cast<int>(std::min<long>(kSweep1, C - c));
         for (int b = 0; b < count; ++b) {
           s[b] = S + (n * C + c + b) * HW + h0;
           t[b] = Tm + (n * C + c + b) * HW + h0;
+          if (c + b + kPrefetchAhead < C) prefetch_rows(s[b], t[b], kPrefetchAhead * HW, L);
         }
-      };
-      // sweep 1: column sums over channels
-      long c = 0;
-      for (; c + kSweep1 <= C; c += kSweep1) {
-        rows_at(c, kSweep1);
-        for (int b = 0; b < kSweep1 && c + kPrefetchAhead + b < C; ++b)
-          prefetch_rows(s[b], t[b], kPrefetchAhead * HW, L);
-        column_sums<kSweep1>(s, t, w_s + c, w_t + c, L, c_as, c_at, c_ls, c_lt);
-      }
-      for (; c < C; ++c) {
-        rows_at(c, 1);
-        column_sums<1>(s, t, w_s + c, w_t + c, L, c_as, c_at, c_ls, c_lt);
+        if (count == kSweep1) {
+          column_sums<kSweep1>(s, t, w_s + c, w_t + c, L, c_as, c_at, c_ls, c_lt);
+        } else {
+          for (int b = 0; b < count; ++b)
+            column_sums<1>(s + b, t + b, w_s + c + b, w_t + c + b, L, c_as, c_at, c_ls, c_lt);
+        }
       }
       // the tile's logits; the running maxima, the accumulators rescaled when they grow
       T m[3] = {mx[0], mx[1], mx[2]};
@@ -166,73 +228,180 @@ void forward(const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t,
       }
     }
   });
+  // per image: the tasks combined, the softmaxes, the terms
+  run_tasks(N, n_threads, [&](long n) {
+    const T* rows = work_rows + n * chunks * 7 * C;
+    const T* maxima = work_max + n * chunks * 3;
+    T top[3];
+    for (int i = 0; i < 3; ++i) {
+      top[i] = -std::numeric_limits<T>::infinity();
+      for (long k = 0; k < chunks; ++k) top[i] = std::max(top[i], maxima[k * 3 + i]);
+    }
+    T* v[7];
+    for (int i = 0; i < 7; ++i) {
+      v[i] = vecs + (i * N + n) * C;
+      std::fill(v[i], v[i] + C, T(0));
+    }
+    for (long k = 0; k < chunks; ++k) {
+      const T* row = rows + k * 7 * C;
+      for (int i = 0; i < 4; ++i)
+        for (long c = 0; c < C; ++c) v[i][c] += row[i * C + c];
+      for (int i = 4; i < 7; ++i) {
+        const T f = std::exp(maxima[k * 3 + i - 4] - top[i - 4]);
+        for (long c = 0; c < C; ++c) v[i][c] += row[i * C + c] * f;
+      }
+    }
+    T* sp_s = as_hw + n * HW;
+    T* sp_t = at_hw + n * HW;
+    softmax_in_place(sp_s, HW, a_scale, static_cast<T>(HW));
+    const T z_a = softmax_in_place(sp_t, HW, a_scale, static_cast<T>(HW), &top[0]);
+    const T z_s = softmax_in_place(ls + n * HW, HW, T(1), T(1), &top[1]);
+    const T z_t = softmax_in_place(lt + n * HW, HW, T(1), T(1), &top[2]);
+    // v: as_c, at_c, dsum, q2, q1 e, ctx_s e, ctx_t e -> channel_s, channel_t, dsum, q2, q1,
+    // ctx_s, ctx_t
+    T q2 = 0;
+    for (long c = 0; c < C; ++c) {
+      q2 += v[3][c];
+      v[4][c] *= static_cast<T>(HW) / z_a;
+      v[5][c] /= z_s;
+      v[6][c] /= z_t;
+    }
+    softmax_in_place(v[0], C, wt_.c_scale, static_cast<T>(C));
+    softmax_in_place(v[1], C, wt_.c_scale, static_cast<T>(C));
+    T focal = 0, mask = 0;
+    for (long c = 0; c < C; ++c) {
+      focal += v[1][c] * v[4][c];
+      mask += std::abs(v[0][c] - v[1][c]);
+    }
+    for (long l = 0; l < HW; ++l) mask += std::abs(sp_s[l] - sp_t[l]);
+    terms[n] = focal + wt_.gamma * mask + wt_.lambda * q2;
+  });
 }
 
-// Backward: dS (N, C, HW) and, per (n, hw), the gradients of the GcBlock logits g_ls, g_lt;
-// per task k, rows[k] (2, C) = sum over the chunk of g_ls S and g_lt T (the conv_mask weight
-// gradients). Coefficients per (n, c): two_q2, two_q1, g_as_c, g_d, g_cs, g_ct; per c: w_s;
-// per (n, hw): weight (the focal weight P), g_as_hw, p_s, p_t; per n: k_s, k_t (sum over
-// locations of p g_p, which equals sum over channels of g_ctx ctx).
-//   g_p[hw] = sum_c g_ctx[c] F[c, hw],  g_l = p (g_p - k)
-//   dS = d (two_q2 + two_q1 P) + sign(S) (g_as_c + g_as_hw) + g_d + w_s g_ls + g_cs p_s
+// Backward, for the loss's gradient g_out. From the forward's maps and vectors and the
+// gradients of the contexts g_cs, g_ct and of d's sums g_d (N, C) (from the channel
+// transforms): dS (N, C, HW), and the conv_mask gradients conv_grads (2, C) = sum over images
+// and locations of g_ls S, g_lt T and bias_grads (2) = sum g_ls, sum g_lt. With, per image,
+//   g_p[hw] = sum_c g_ctx[c] F[c, hw],  g_l = p (g_p - sum_c g_ctx ctx)       (GcBlock logits)
+//   g_as_hw = g gamma a_scale A^S_s (sgn(A^S_s - A^S_t) - sum_hw A^S_s sgn(..) / HW)
+//   g_as_c  = g gamma c_scale A^C_s (sgn(A^C_s - A^C_t) - sum_c A^C_s sgn(..) / C)
+//   dS = 2 g d (lambda + A^C_t A^S_t pixw) + sign(S) (g_as_c + g_as_hw) + g_d + w_s g_ls
+//        + g_cs p_s                                    (g = g_out / N, the loss's 1 / N)
+// work (N * chunks * 2 * (C + 1)): the tasks' partial sums. A dS of more than stream_bytes goes
+// to memory with non-temporal stores.
 template <typename T>
-void backward(const T* S, const T* Tm, const T* two_q2, const T* two_q1, const T* g_as_c,
-              const T* g_d, const T* g_cs, const T* g_ct, const T* w_s, const T* weight,
-              const T* g_as_hw, const T* p_s, const T* p_t, const T* k_s, const T* k_t,
-              long N, long C, long HW, long chunk, long tile, T* dS, T* g_ls, T* g_lt,
-              T* rows, int n_threads) {
+void backward(const T* S, const T* Tm, const T* maps, const T* vecs, const T* pixw,
+              const T* g_cs, const T* g_ct, const T* g_d, const T* w_s, Weights<T> wt_, T g_out,
+              long N, long C, long HW, long chunk, long tile, T* dS, T* conv_grads,
+              T* bias_grads, T* work, long stream_bytes, int n_threads) {
+  constexpr int kSweep1 = 4;
   const long chunks = (HW + chunk - 1) / chunk;
+  const T g = g_out / static_cast<T>(N);
+  const T *sp_s = maps, *sp_t = maps + N * HW, *p_s = maps + 2 * N * HW, *p_t = maps + 3 * N * HW;
+  const T *ch_s = vecs, *ch_t = vecs + N * C, *ctx_s = vecs + 5 * N * C, *ctx_t = vecs + 6 * N * C;
+  // per image: the coefficients of the attention loss and the contexts
+  std::vector<T> per_nc(2 * N * C), per_n(3 * N);
+  T* two_q1 = per_nc.data();   // 2 g A^C_t
+  T* g_as_c = two_q1 + N * C;
+  T *k_a = per_n.data(), *k_s = k_a + N, *k_t = k_s + N;
+  auto sgn = [](T x) { return static_cast<T>((x > T(0)) - (x < T(0))); };
+  run_tasks(N, n_threads, [&](long n) {
+    const long nc = n * C, nh = n * HW;
+    T ka = 0;
+    for (long l = 0; l < HW; ++l) ka += sp_s[nh + l] * sgn(sp_s[nh + l] - sp_t[nh + l]);
+    k_a[n] = ka / static_cast<T>(HW);
+    T kc = 0, ks = 0, kt = 0;
+    for (long c = 0; c < C; ++c) {
+      kc += ch_s[nc + c] * sgn(ch_s[nc + c] - ch_t[nc + c]);
+      ks += g_cs[nc + c] * ctx_s[nc + c];
+      kt += g_ct[nc + c] * ctx_t[nc + c];
+    }
+    kc /= static_cast<T>(C);
+    k_s[n] = ks;
+    k_t[n] = kt;
+    const T f = g * wt_.gamma * wt_.c_scale;
+    for (long c = 0; c < C; ++c) {
+      two_q1[nc + c] = 2 * g * ch_t[nc + c];
+      g_as_c[nc + c] = f * ch_s[nc + c] * (sgn(ch_s[nc + c] - ch_t[nc + c]) - kc);
+    }
+  });
+  const T two_q2 = 2 * g * wt_.lambda, f_hw = g * wt_.gamma * wt_.a_scale;
+  const bool stream = N * C * HW * static_cast<long>(sizeof(T)) > stream_bytes;
   run_tasks(N * chunks, n_threads, [&](long k) {
     const long n = k / chunks, h_begin = (k % chunks) * chunk;
     const long h_end = std::min(HW, h_begin + chunk);
-    T* row = rows + k * 2 * C;
-    std::vector<T> buf(2 * tile);
-    T *gp_s = buf.data(), *gp_t = gp_s + tile;
+    T* row = work + k * 2 * (C + 1);
+    std::fill(row, row + 2 * (C + 1), T(0));
+    std::vector<T> buf(5 * tile);
+    T *gp_s = buf.data(), *gp_t = gp_s + tile, *P = gp_t + tile, *g_hw = P + tile;
+    T* g_row = g_hw + tile;  // a row of dS, streamed to memory
+    const T* s[kSweep1];
+    const T* t[kSweep1];
     for (long h0 = h_begin; h0 < h_end; h0 += tile) {
       const long L = std::min(tile, h_end - h0);
       const long o = n * HW + h0;
-      std::fill(buf.begin(), buf.end(), T(0));
+      std::fill(buf.begin(), buf.begin() + 2 * tile, T(0));
       // sweep 1: the contexts' gradients against every location
-      for (long c = 0; c < C; ++c) {
-        const T* s = S + (n * C + c) * HW + h0;
-        const T* t = Tm + (n * C + c) * HW + h0;
-        if (c + kPrefetchAhead < C) prefetch_rows(s, t, kPrefetchAhead * HW, L);
-        const T gs = g_cs[n * C + c], gt = g_ct[n * C + c];
-#pragma omp simd
-        for (long l = 0; l < L; ++l) {
-          gp_s[l] += gs * s[l];
-          gp_t[l] += gt * t[l];
+      for (long c = 0; c < C; c += kSweep1) {
+        const int count = static_cast<int>(std::min<long>(kSweep1, C - c));
+        for (int b = 0; b < count; ++b) {
+          s[b] = S + (n * C + c + b) * HW + h0;
+          t[b] = Tm + (n * C + c + b) * HW + h0;
+          if (c + b + kPrefetchAhead < C) prefetch_rows(s[b], t[b], kPrefetchAhead * HW, L);
+        }
+        const T* gs = g_cs + n * C + c;
+        const T* gt = g_ct + n * C + c;
+        if (count == kSweep1) {
+          context_projections<kSweep1>(s, t, gs, gt, L, gp_s, gp_t);
+        } else {
+          for (int b = 0; b < count; ++b)
+            context_projections<1>(s + b, t + b, gs + b, gt + b, L, gp_s, gp_t);
         }
       }
+      T bs = 0, bt = 0;
       for (long l = 0; l < L; ++l) {
-        gp_s[l] = g_ls[o + l] = p_s[o + l] * (gp_s[l] - k_s[n]);
-        gp_t[l] = g_lt[o + l] = p_t[o + l] * (gp_t[l] - k_t[n]);
+        gp_s[l] = p_s[o + l] * (gp_s[l] - k_s[n]);
+        gp_t[l] = p_t[o + l] * (gp_t[l] - k_t[n]);
+        bs += gp_s[l];
+        bt += gp_t[l];
+        P[l] = sp_t[o + l] * pixw[o + l];
+        g_hw[l] = f_hw * sp_s[o + l] * (sgn(sp_s[o + l] - sp_t[o + l]) - k_a[n]);
       }
-      const T* P = weight + o;
-      const T* g_hw = g_as_hw + o;
+      row[2 * C] += bs;
+      row[2 * C + 1] += bt;
       const T* ps = p_s + o;
       // sweep 2 (from cache): dS and the conv_mask weight gradients
       for (long c = 0; c < C; ++c) {
         const long r = (n * C + c) * HW + h0;
-        const T* s = S + r;
-        const T* t = Tm + r;
-        T* g = dS + r;
+        const T* sr = S + r;
+        const T* tr = Tm + r;
+        T* gr = stream ? g_row : dS + r;
         const long nc = n * C + c;
-        const T a = two_q2[nc], b = two_q1[nc], sc = g_as_c[nc], dc = g_d[nc];
+        const T a = two_q2, b = two_q1[nc], sc = g_as_c[nc], dc = g_d[nc];
         const T wc = w_s[c], cc = g_cs[nc];
         T rs = 0, rt = 0;
 #pragma omp simd reduction(+ : rs, rt)
         for (long l = 0; l < L; ++l) {
-          g[l] = (s[l] - t[l]) * (a + b * P[l]) + sign_of(s[l]) * (sc + g_hw[l]) + dc +
-                 wc * gp_s[l] + cc * ps[l];
-          rs += gp_s[l] * s[l];
-          rt += gp_t[l] * t[l];
+          gr[l] = (sr[l] - tr[l]) * (a + b * P[l]) + sign_of(sr[l]) * (sc + g_hw[l]) + dc +
+                  wc * gp_s[l] + cc * ps[l];
+          rs += gp_s[l] * sr[l];
+          rt += gp_t[l] * tr[l];
         }
         row[c] += rs;
         row[C + c] += rt;
+        if (stream) stream_copy(dS + r, g_row, L);
       }
     }
+    stream_fence();
   });
+  std::fill(conv_grads, conv_grads + 2 * C, T(0));
+  bias_grads[0] = bias_grads[1] = 0;
+  for (long k = 0; k < N * chunks; ++k) {
+    const T* row = work + k * 2 * (C + 1);
+    for (long c = 0; c < 2 * C; ++c) conv_grads[c] += row[c];
+    bias_grads[0] += row[2 * C];
+    bias_grads[1] += row[2 * C + 1];
+  }
 }
 
 }  // namespace
@@ -240,19 +409,19 @@ void backward(const T* S, const T* Tm, const T* two_q2, const T* two_q1, const T
 #define FGD_EXPORT(T, SUFFIX)                                                                  \
   extern "C" void fgd_forward_##SUFFIX(                                                        \
       const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t, const T* pixw,       \
-      T a_scale, long N, long C, long HW, long chunk, long tile, T* as_hw, T* at_hw, T* ls,   \
-      T* lt, T* rows, T* maxima, int n_threads) {                                              \
-    forward<T>(S, Tm, w_s, w_t, b_s, b_t, pixw, a_scale, N, C, HW, chunk, tile, as_hw, at_hw, \
-               ls, lt, rows, maxima, n_threads);                                               \
+      T a_scale, T c_scale, T gamma, T lambda, long N, long C, long HW, long chunk, long tile, \
+      T* maps, T* vecs, T* terms, T* work_rows, T* work_max, int n_threads) {                 \
+    forward<T>(S, Tm, w_s, w_t, b_s, b_t, pixw, {a_scale, c_scale, gamma, lambda}, N, C, HW,  \
+               chunk, tile, maps, vecs, terms, work_rows, work_max, n_threads);               \
   }                                                                                            \
   extern "C" void fgd_backward_##SUFFIX(                                                       \
-      const T* S, const T* Tm, const T* two_q2, const T* two_q1, const T* g_as_c,             \
-      const T* g_d, const T* g_cs, const T* g_ct, const T* w_s, const T* weight,              \
-      const T* g_as_hw, const T* p_s, const T* p_t, const T* k_s, const T* k_t, long N,       \
-      long C, long HW, long chunk, long tile, T* dS, T* g_ls, T* g_lt, T* rows,               \
-      int n_threads) {                                                                         \
-    backward<T>(S, Tm, two_q2, two_q1, g_as_c, g_d, g_cs, g_ct, w_s, weight, g_as_hw, p_s,   \
-                p_t, k_s, k_t, N, C, HW, chunk, tile, dS, g_ls, g_lt, rows, n_threads);      \
+      const T* S, const T* Tm, const T* maps, const T* vecs, const T* pixw, const T* g_cs,    \
+      const T* g_ct, const T* g_d, const T* w_s, T a_scale, T c_scale, T gamma, T lambda,     \
+      T g_out, long N, long C, long HW, long chunk, long tile, T* dS, T* conv_grads,          \
+      T* bias_grads, T* work, long stream_bytes, int n_threads) {                              \
+    backward<T>(S, Tm, maps, vecs, pixw, g_cs, g_ct, g_d, w_s,                                \
+                {a_scale, c_scale, gamma, lambda}, g_out, N, C, HW, chunk, tile, dS,          \
+                conv_grads, bias_grads, work, stream_bytes, n_threads);                        \
   }
 
 FGD_EXPORT(float, f32)
