@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmdistill.losses.base import DistillLoss
+from mmdistill.losses.fast import fgd_kernel
 from mmdistill.losses.fast.fgd import fgd_loss_fast
 from mmdistill.losses.utils import HALF
 from mmdistill.registry import DISTILL_LOSSES
@@ -55,16 +56,44 @@ def pixel_standardise(feat: Tensor, eps: float = 1e-5) -> Tensor:
     return (feat - mean) * torch.rsqrt(var + eps)
 
 
+def box_cells(gt_bboxes: Sequence[Tensor], img_shape: Sequence[int], height: int, width: int,
+              dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """The grid cells of FGD's gt boxes: each box (input pixels ``x1, y1, x2, y2``) mapped to
+    the ``height x width`` grid with ``wmin = floor(x1 / img_w * W)``, ``wmax = ceil(x2 / img_w
+    * W)`` (same for h), as the official code does.
+
+    Returns:
+        tuple[Tensor, Tensor, Tensor]: the image of each box (B,) (int64), its range ``hmin,
+        hmax, wmin, wmax`` (B, 4) (float, not clipped to the grid) and the value its cells get,
+        ``1 / ((hmax + 1 - hmin) * (wmax + 1 - wmin))`` (B,) in ``dtype``.
+    """
+    num_imgs = len(gt_bboxes)
+    boxes = [getattr(b, 'tensor', b).reshape(-1, 4) for b in gt_bboxes]
+    counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.long)
+    img_idx = torch.repeat_interleave(torch.arange(num_imgs), counts).to(device, non_blocking=True)
+    boxes = torch.cat(boxes).to(device)
+    if not boxes.is_floating_point():
+        boxes = boxes.float()
+    img_h, img_w = float(img_shape[0]), float(img_shape[1])
+    # Same operation order as the official code (divide, then multiply) so that floor/ceil
+    # agree on values that land exactly on a cell edge.
+    bounds = torch.stack([torch.floor(boxes[:, 1] / img_h * height),
+                          torch.ceil(boxes[:, 3] / img_h * height),
+                          torch.floor(boxes[:, 0] / img_w * width),
+                          torch.ceil(boxes[:, 2] / img_w * width)], dim=1)
+    hmin, hmax, wmin, wmax = bounds.unbind(1)
+    value = 1.0 / ((hmax + 1 - hmin) * (wmax + 1 - wmin)).to(dtype)  # (B,)
+    return img_idx, bounds, value
+
+
 def fgd_masks(gt_bboxes: Sequence[Tensor], img_shape: Sequence[int], height: int, width: int,
               dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
     """Foreground and background masks of FGD, built for the whole batch at once.
 
-    Each box (input pixels ``x1, y1, x2, y2``) is mapped to the ``height x width`` grid with
-    ``wmin = floor(x1 / img_w * W)``, ``wmax = ceil(x2 / img_w * W)`` (same for h); its cells
-    ``[hmin, hmax] x [wmin, wmax]`` (inclusive, clipped to the grid) get
-    ``1 / ((hmax + 1 - hmin) * (wmax + 1 - wmin))`` (area of the unclipped range); where
-    boxes overlap the largest value is kept. The background mask is 1 where the foreground
-    mask is 0, divided by its per-image sum when that is positive.
+    The cells ``[hmin, hmax] x [wmin, wmax]`` of each box (:func:`box_cells`; inclusive,
+    clipped to the grid) get ``1 / ((hmax + 1 - hmin) * (wmax + 1 - wmin))`` (area of the
+    unclipped range); where boxes overlap the largest value is kept. The background mask is 1
+    where the foreground mask is 0, divided by its per-image sum when that is positive.
 
     Args:
         gt_bboxes (Sequence[Tensor]): N tensors (n_i, 4), xyxy in input pixels.
@@ -78,21 +107,8 @@ def fgd_masks(gt_bboxes: Sequence[Tensor], img_shape: Sequence[int], height: int
         tuple[Tensor, Tensor]: ``mask_fg`` and ``mask_bg``, each (N, H, W).
     """
     num_imgs = len(gt_bboxes)
-    boxes = [getattr(b, 'tensor', b).reshape(-1, 4) for b in gt_bboxes]
-    counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.long)
-    img_idx = torch.repeat_interleave(torch.arange(num_imgs), counts).to(device, non_blocking=True)
-    boxes = torch.cat(boxes).to(device)
-    if not boxes.is_floating_point():
-        boxes = boxes.float()
-    img_h, img_w = float(img_shape[0]), float(img_shape[1])
-    # Same operation order as the official code (divide, then multiply) so that floor/ceil
-    # agree on values that land exactly on a cell edge.
-    wmin = torch.floor(boxes[:, 0] / img_w * width)
-    wmax = torch.ceil(boxes[:, 2] / img_w * width)
-    hmin = torch.floor(boxes[:, 1] / img_h * height)
-    hmax = torch.ceil(boxes[:, 3] / img_h * height)
-    area = 1.0 / ((hmax + 1 - hmin) * (wmax + 1 - wmin)).to(dtype)  # (B,)
-
+    img_idx, bounds, area = box_cells(gt_bboxes, img_shape, height, width, dtype, device)
+    hmin, hmax, wmin, wmax = bounds.unbind(1)
     ys = torch.arange(height, device=device, dtype=hmin.dtype)
     xs = torch.arange(width, device=device, dtype=wmin.dtype)
     rows = (ys >= hmin[:, None]) & (ys <= hmax[:, None])  # (B, H)
@@ -103,7 +119,6 @@ def fgd_masks(gt_bboxes: Sequence[Tensor], img_shape: Sequence[int], height: int
     index = img_idx[:, None].expand(-1, height * width)
     mask_fg.scatter_reduce_(0, index, per_box.reshape(-1, height * width), 'amax')
     mask_fg = mask_fg.reshape(num_imgs, height, width)
-
     mask_bg = (mask_fg == 0).to(dtype)
     # An image whose grid is all foreground keeps an all-zero background mask.
     mask_bg = mask_bg / mask_bg.sum(dim=(1, 2), keepdim=True).clamp_min(1)
@@ -310,9 +325,20 @@ class FGDLoss(DistillLoss):
                 preds_S, preds_T = pixel_standardise(preds_S), pixel_standardise(preds_T)
             preds_S = preds_S.contiguous()
             n, c, h, w = preds_S.shape
-            mask_fg, mask_bg = fgd_masks(gt_bboxes, img_shape, h, w, dtype, preds_S.device)
             if not self.fast_form:
+                mask_fg, mask_bg = fgd_masks(gt_bboxes, img_shape, h, w, dtype, preds_S.device)
                 return self.loss_by_definition(preds_S, preds_T, mask_fg, mask_bg)
-            pix_weight = (self.alpha_fgd * mask_fg + self.beta_fgd * mask_bg).reshape(n, h * w)
+            pix_weight = self.pixel_weights(gt_bboxes, img_shape, preds_S)
             return fgd_loss_fast(preds_S, preds_T, pix_weight, self, compiled=self.compiled,
                                  cpu_kernel=self.cpu_kernel)
+
+    def pixel_weights(self, gt_bboxes: Sequence[Tensor], img_shape: Sequence[int],
+                      feat: Tensor) -> Tensor:
+        """``alpha_fgd M_fg + beta_fgd M_bg`` (N, H*W) on the grid of ``feat`` (N, C, H, W), in
+        its dtype and device (:func:`fgd_masks`; where the CPU kernel runs, painted by it)."""
+        n, _, h, w = feat.shape
+        if self.cpu_kernel and fgd_kernel.available(feat):
+            cells = box_cells(gt_bboxes, img_shape, h, w, feat.dtype, feat.device)
+            return fgd_kernel.pixel_weights(*cells, n, h, w, self.alpha_fgd, self.beta_fgd)
+        mask_fg, mask_bg = fgd_masks(gt_bboxes, img_shape, h, w, feat.dtype, feat.device)
+        return (self.alpha_fgd * mask_fg + self.beta_fgd * mask_bg).reshape(n, h * w)

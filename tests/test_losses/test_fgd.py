@@ -152,6 +152,26 @@ def test_masks_overlap_keeps_max_and_empty_image():
     torch.testing.assert_close(bg[1], torch.full((4, 4), 1 / 16, dtype=torch.float64))
 
 
+# The CPU kernel paints the pixel weights box by box: the same values as the torch masks, on
+# the edge cases above, a large random batch, a point box and boxes outside the image.
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_kernel_pixel_weights_match_masks(dtype):
+    assert fgd_kernel.available(torch.zeros(1, dtype=dtype)), fgd_kernel.KERNEL.failed
+    outside = torch.tensor([[5., 5., 5., 5.], [-50., -40., -10., -5.], [300., 300., 400., 400.]])
+    cases = list(CASES.values()) + [
+        ((800, 1216), (100, 152), [_random_boxes(30, 800, 1216, torch.float32)
+                                   for _ in range(8)]),
+        ((80, 112), (10, 14), [outside, torch.tensor([[10., 8., 60., 50.]])])]
+    for img_shape, (h, w), boxes in cases:
+        loss = FGDLoss(4, 4, alpha_fgd=1e-3, beta_fgd=5e-4).to(dtype)
+        feat = torch.zeros(len(boxes), 4, h, w, dtype=dtype)
+        fg, bg = fgd_masks(boxes, img_shape, h, w, dtype, feat.device)
+        expected = (loss.alpha_fgd * fg + loss.beta_fgd * bg).reshape(len(boxes), h * w)
+        got = loss.pixel_weights(boxes, img_shape, feat)
+        assert got.dtype == dtype and got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=2 * torch.finfo(dtype).eps, atol=0)
+
+
 def test_gradients():
     img_shape, (h, w), boxes = CASES['overlap_border_empty']
     loss = FGDLoss(6, 8, alpha_fgd=1.0, beta_fgd=1.0, gamma_fgd=1.0, lambda_fgd=1.0)

@@ -21,7 +21,8 @@ _P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
 KERNEL = CpuKernel('fgd_kernel.cpp', dict(
     fgd_forward=lambda real: [_P] * 4 + [real] * 2 + [_P] + [real] * 4 + [_L] * 5 + [_P] * 5
     + [_I],
-    fgd_backward=lambda real: [_P] * 9 + [real] * 5 + [_L] * 5 + [_P] * 4 + [_L, _I]))
+    fgd_backward=lambda real: [_P] * 9 + [real] * 5 + [_L] * 5 + [_P] * 4 + [_L, _I],
+    fgd_pixel_weights=lambda real: [_P] * 3 + [_L] * 4 + [real] * 2 + [_P, _I]))
 #: locations per tile: the tile's rows of S and T (256 channels, 512 KiB in float32) stay in
 #: cache for the second sweep (256 measured faster than 128 and 512 on an AMD EPYC)
 TILE = 256
@@ -97,3 +98,19 @@ def backward(S3: Tensor, T3: Tensor, maps: Tensor, vecs: Tensor, pix_weight: Ten
         *_weights(c, hw, temp, gamma, lambda_), grad_out, n, c, hw, chunk, TILE, ptr(grad_S),
         ptr(conv_grads), ptr(bias_grads), ptr(work), STREAM_BYTES, torch.get_num_threads())
     return grad_S, conv_grads, bias_grads
+
+
+def pixel_weights(img_idx: Tensor, bounds: Tensor, value: Tensor, num_imgs: int, height: int,
+                  width: int, alpha: float, beta: float) -> Tensor:
+    """FGD's ``alpha M_fg + beta M_bg`` (N, H * W) in ``value``'s dtype from the boxes' cells
+    (:func:`~mmdistill.losses.fgd.box_cells`): the masks of
+    :func:`~mmdistill.losses.fgd.fgd_masks` painted box by box."""
+    dtype = value.dtype
+    pix = torch.empty(num_imgs, height * width, dtype=dtype)
+    img_idx = img_idx.to(torch.long).contiguous()
+    bounds = bounds.to(torch.float64).contiguous()
+    value = value.contiguous()
+    KERNEL.fn('fgd_pixel_weights', dtype)(
+        ptr(img_idx), ptr(bounds), ptr(value), img_idx.numel(), num_imgs, height, width, alpha,
+        beta, ptr(pix), torch.get_num_threads())
+    return pix
