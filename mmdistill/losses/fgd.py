@@ -57,33 +57,30 @@ def pixel_standardise(feat: Tensor, eps: float = 1e-5) -> Tensor:
 
 
 def box_cells(gt_bboxes: Sequence[Tensor], img_shape: Sequence[int], height: int, width: int,
-              dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+              dtype: torch.dtype, device: torch.device) -> tuple[list[int], Tensor, Tensor]:
     """The grid cells of FGD's gt boxes: each box (input pixels ``x1, y1, x2, y2``) mapped to
     the ``height x width`` grid with ``wmin = floor(x1 / img_w * W)``, ``wmax = ceil(x2 / img_w
     * W)`` (same for h), as the official code does.
 
     Returns:
-        tuple[Tensor, Tensor, Tensor]: the image of each box (B,) (int64), its range ``hmin,
-        hmax, wmin, wmax`` (B, 4) (float, not clipped to the grid) and the value its cells get,
-        ``1 / ((hmax + 1 - hmin) * (wmax + 1 - wmin))`` (B,) in ``dtype``.
+        tuple[list[int], Tensor, Tensor]: the number of boxes of each image, the boxes' ranges
+        ``wmin, hmin, wmax, hmax`` (B, 4) (float, not clipped to the grid) and the value their
+        cells get, ``1 / ((hmax + 1 - hmin) * (wmax + 1 - wmin))`` (B,) in ``dtype``.
     """
-    num_imgs = len(gt_bboxes)
     boxes = [getattr(b, 'tensor', b).reshape(-1, 4) for b in gt_bboxes]
-    counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.long)
-    img_idx = torch.repeat_interleave(torch.arange(num_imgs), counts).to(device, non_blocking=True)
+    counts = [b.shape[0] for b in boxes]
     boxes = torch.cat(boxes).to(device)
     if not boxes.is_floating_point():
         boxes = boxes.float()
     img_h, img_w = float(img_shape[0]), float(img_shape[1])
     # Same operation order as the official code (divide, then multiply) so that floor/ceil
     # agree on values that land exactly on a cell edge.
-    bounds = torch.stack([torch.floor(boxes[:, 1] / img_h * height),
-                          torch.ceil(boxes[:, 3] / img_h * height),
-                          torch.floor(boxes[:, 0] / img_w * width),
-                          torch.ceil(boxes[:, 2] / img_w * width)], dim=1)
-    hmin, hmax, wmin, wmax = bounds.unbind(1)
-    value = 1.0 / ((hmax + 1 - hmin) * (wmax + 1 - wmin)).to(dtype)  # (B,)
-    return img_idx, bounds, value
+    size = boxes.new_tensor([img_w, img_h])
+    grid = boxes.new_tensor([width, height])
+    low = torch.floor(boxes[:, :2] / size * grid)
+    high = torch.ceil(boxes[:, 2:] / size * grid)
+    value = 1.0 / (high + 1 - low).prod(dim=1).to(dtype)  # (B,)
+    return counts, torch.cat([low, high], dim=1), value
 
 
 def fgd_masks(gt_bboxes: Sequence[Tensor], img_shape: Sequence[int], height: int, width: int,
@@ -107,8 +104,10 @@ def fgd_masks(gt_bboxes: Sequence[Tensor], img_shape: Sequence[int], height: int
         tuple[Tensor, Tensor]: ``mask_fg`` and ``mask_bg``, each (N, H, W).
     """
     num_imgs = len(gt_bboxes)
-    img_idx, bounds, area = box_cells(gt_bboxes, img_shape, height, width, dtype, device)
-    hmin, hmax, wmin, wmax = bounds.unbind(1)
+    counts, bounds, area = box_cells(gt_bboxes, img_shape, height, width, dtype, device)
+    img_idx = torch.repeat_interleave(torch.arange(num_imgs, device=device),
+                                      torch.tensor(counts, device=device))
+    wmin, hmin, wmax, hmax = bounds.unbind(1)
     ys = torch.arange(height, device=device, dtype=hmin.dtype)
     xs = torch.arange(width, device=device, dtype=wmin.dtype)
     rows = (ys >= hmin[:, None]) & (ys <= hmax[:, None])  # (B, H)
@@ -339,6 +338,6 @@ class FGDLoss(DistillLoss):
         n, _, h, w = feat.shape
         if self.cpu_kernel and fgd_kernel.available(feat):
             cells = box_cells(gt_bboxes, img_shape, h, w, feat.dtype, feat.device)
-            return fgd_kernel.pixel_weights(*cells, n, h, w, self.alpha_fgd, self.beta_fgd)
+            return fgd_kernel.pixel_weights(*cells, h, w, self.alpha_fgd, self.beta_fgd)
         mask_fg, mask_bg = fgd_masks(gt_bboxes, img_shape, h, w, feat.dtype, feat.device)
         return (self.alpha_fgd * mask_fg + self.beta_fgd * mask_bg).reshape(n, h * w)

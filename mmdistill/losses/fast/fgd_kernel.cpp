@@ -405,27 +405,27 @@ void backward(const T* S, const T* Tm, const T* maps, const T* vecs, const T* pi
 }
 
 // FGD's pixel weights alpha M_fg + beta M_bg (N, H * W) from the boxes' cells (see
-// mmdistill/losses/fgd.py, fgd_masks, which builds the masks with torch ops): each box b of image
-// img[b] gives value[b] to the cells [hmin, hmax] x [wmin, wmax] of bounds[b] (clipped to the
-// grid), the largest value kept where boxes overlap; M_bg is 1 / (the image's number of cells
-// without a box) on those cells. Work: the boxes' cells, not B x H x W.
+// mmdistill/losses/fgd.py, fgd_masks, which builds the masks with torch ops): the boxes of image
+// n are ends[n - 1] .. ends[n] - 1; box b gives value[b] to the cells [wmin, wmax] x [hmin, hmax]
+// of bounds[b] (clipped to the grid), the largest value kept where boxes overlap; M_bg is
+// 1 / (the image's number of cells without a box) on those cells. Work: the boxes' cells, not
+// B x H x W.
 template <typename T>
-void pixel_weights(const long* img, const double* bounds, const T* value, long B, long N,
-                   long H, long W, T alpha, T beta, T* pix, int n_threads) {
-  std::fill(pix, pix + N * H * W, T(0));
-  for (long b = 0; b < B; ++b) {
-    const double* r = bounds + 4 * b;
-    if (!(r[0] <= r[1] && r[2] <= r[3])) continue;  // empty (or NaN)
-    const long h0 = static_cast<long>(std::max(r[0], 0.0));
-    const long h1 = static_cast<long>(std::min(r[1], static_cast<double>(H - 1)));
-    const long w0 = static_cast<long>(std::max(r[2], 0.0));
-    const long w1 = static_cast<long>(std::min(r[3], static_cast<double>(W - 1)));
-    T* fg = pix + img[b] * H * W;
-    for (long h = h0; h <= h1; ++h)
-      for (long w = w0; w <= w1; ++w) fg[h * W + w] = std::max(fg[h * W + w], value[b]);
-  }
+void pixel_weights(const long* ends, const double* bounds, const T* value, long N, long H,
+                   long W, T alpha, T beta, T* pix, int n_threads) {
   run_tasks(N, n_threads, [&](long n) {
     T* fg = pix + n * H * W;
+    std::fill(fg, fg + H * W, T(0));
+    for (long b = n > 0 ? ends[n - 1] : 0; b < ends[n]; ++b) {
+      const double* r = bounds + 4 * b;  // wmin, hmin, wmax, hmax
+      if (!(r[0] <= r[2] && r[1] <= r[3])) continue;  // no cell
+      const long w0 = static_cast<long>(std::max(r[0], 0.0));
+      const long h0 = static_cast<long>(std::max(r[1], 0.0));
+      const long w1 = static_cast<long>(std::min(r[2], static_cast<double>(W - 1)));
+      const long h1 = static_cast<long>(std::min(r[3], static_cast<double>(H - 1)));
+      for (long h = h0; h <= h1; ++h)
+        for (long w = w0; w <= w1; ++w) fg[h * W + w] = std::max(fg[h * W + w], value[b]);
+    }
     long background = 0;
     for (long l = 0; l < H * W; ++l) background += fg[l] == T(0);
     const T bg = T(1) / static_cast<T>(std::max(background, 1L));
@@ -452,10 +452,10 @@ void pixel_weights(const long* img, const double* bounds, const T* value, long B
                 {a_scale, c_scale, gamma, lambda}, g_out, N, C, HW, chunk, tile, dS,          \
                 conv_grads, bias_grads, work, stream_bytes, n_threads);                        \
   }                                                                                            \
-  extern "C" void fgd_pixel_weights_##SUFFIX(const long* img, const double* bounds,           \
-                                             const T* value, long B, long N, long H, long W,  \
-                                             T alpha, T beta, T* pix, int n_threads) {        \
-    pixel_weights<T>(img, bounds, value, B, N, H, W, alpha, beta, pix, n_threads);            \
+  extern "C" void fgd_pixel_weights_##SUFFIX(const long* ends, const double* bounds,          \
+                                             const T* value, long N, long H, long W, T alpha, \
+                                             T beta, T* pix, int n_threads) {                 \
+    pixel_weights<T>(ends, bounds, value, N, H, W, alpha, beta, pix, n_threads);              \
   }
 
 FGD_EXPORT(float, f32)

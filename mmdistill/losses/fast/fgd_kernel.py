@@ -11,6 +11,7 @@ the caller runs only the GcBlocks' channel transforms. Built and loaded by
 from __future__ import annotations
 
 import ctypes
+import itertools
 
 import torch
 from torch import Tensor
@@ -22,7 +23,7 @@ KERNEL = CpuKernel('fgd_kernel.cpp', dict(
     fgd_forward=lambda real: [_P] * 4 + [real] * 2 + [_P] + [real] * 4 + [_L] * 5 + [_P] * 5
     + [_I],
     fgd_backward=lambda real: [_P] * 9 + [real] * 5 + [_L] * 5 + [_P] * 4 + [_L, _I],
-    fgd_pixel_weights=lambda real: [_P] * 3 + [_L] * 4 + [real] * 2 + [_P, _I]))
+    fgd_pixel_weights=lambda real: [_P] * 3 + [_L] * 3 + [real] * 2 + [_P, _I]))
 #: locations per tile: the tile's rows of S and T (256 channels, 512 KiB in float32) stay in
 #: cache for the second sweep (256 measured faster than 128 and 512 on an AMD EPYC)
 TILE = 256
@@ -100,17 +101,17 @@ def backward(S3: Tensor, T3: Tensor, maps: Tensor, vecs: Tensor, pix_weight: Ten
     return grad_S, conv_grads, bias_grads
 
 
-def pixel_weights(img_idx: Tensor, bounds: Tensor, value: Tensor, num_imgs: int, height: int,
-                  width: int, alpha: float, beta: float) -> Tensor:
+def pixel_weights(counts: list[int], bounds: Tensor, value: Tensor, height: int, width: int,
+                  alpha: float, beta: float) -> Tensor:
     """FGD's ``alpha M_fg + beta M_bg`` (N, H * W) in ``value``'s dtype from the boxes' cells
-    (:func:`~mmdistill.losses.fgd.box_cells`): the masks of
+    (:func:`~mmdistill.losses.fgd.box_cells`: boxes per image, ranges, values): the masks of
     :func:`~mmdistill.losses.fgd.fgd_masks` painted box by box."""
     dtype = value.dtype
-    pix = torch.empty(num_imgs, height * width, dtype=dtype)
-    img_idx = img_idx.to(torch.long).contiguous()
+    pix = torch.empty(len(counts), height * width, dtype=dtype)
+    ends = torch.tensor(list(itertools.accumulate(counts)), dtype=torch.long)
     bounds = bounds.to(torch.float64).contiguous()
     value = value.contiguous()
     KERNEL.fn('fgd_pixel_weights', dtype)(
-        ptr(img_idx), ptr(bounds), ptr(value), img_idx.numel(), num_imgs, height, width, alpha,
-        beta, ptr(pix), torch.get_num_threads())
+        ptr(ends), ptr(bounds), ptr(value), len(counts), height, width, alpha, beta, ptr(pix),
+        torch.get_num_threads())
     return pix
