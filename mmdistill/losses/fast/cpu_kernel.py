@@ -61,12 +61,13 @@ def compile_source(compiler: str, source: str, out: str) -> str | None:
 class CpuKernel:
     """The C++ source ``source`` (a file of this folder, which may include this folder's
     headers) and the argument types of its functions ``<name>_f32`` / ``<name>_f64``
-    (``signatures[name](real)``, ``real`` the ctypes type of the dtype's scalars), built and
-    loaded on first use."""
+    (``signatures[name](real)``, ``real`` the ctypes type of the dtype's scalars) and result
+    types (``restypes[name](real)``; None where not given), built and loaded on first use."""
 
-    def __init__(self, source: str, signatures: dict) -> None:
+    def __init__(self, source: str, signatures: dict, restypes: dict | None = None) -> None:
         self.source = osp.join(osp.dirname(osp.abspath(__file__)), source)
         self.signatures = signatures
+        self.restypes = restypes or {}
         self.lib: ctypes.CDLL | None = None
         self.failed: str | None = None
 
@@ -99,7 +100,8 @@ class CpuKernel:
             for fn_name, argtypes in self.signatures.items():
                 fn = getattr(lib, f'{fn_name}_{suffix}')
                 fn.argtypes = argtypes(real)
-                fn.restype = None
+                restype = self.restypes.get(fn_name)
+                fn.restype = None if restype is None else restype(real)
         return lib
 
     def available(self, x: Tensor) -> bool:

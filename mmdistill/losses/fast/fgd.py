@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from mmdistill.losses.fast import fgd_blocked, fgd_compiled, fgd_kernel
+from mmdistill.losses.fast.value_and_grad import scale_saved_grad
 
 #: the :class:`~mmdistill.losses.fgd.FGDLoss` whose GcBlocks and weights a fast pass reads
 FGDModule = nn.Module
@@ -198,58 +199,29 @@ def _param_grads(loss: FGDModule, rows_s: Tensor, bias_s: Tensor, rows_t: Tensor
 
 
 class _FGDKernelFunction(torch.autograd.Function):
-    """The FGD loss of one level by the CPU kernel (:mod:`.fgd_kernel`), which does everything
-    but the GcBlocks' channel transforms; their gradients come from autograd on their small
-    graph, built in the forward."""
+    """The FGD loss of one level by the CPU kernel (:mod:`.fgd_kernel`), with every gradient
+    computed in the forward, for a loss gradient of 1."""
 
     @staticmethod
     def forward(ctx, S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
                 *params: Tensor) -> Tensor:
         n, c, h, w = S.shape
-        dtype = S.dtype
-        S3, T3 = S.reshape(n, c, h * w), T.reshape(n, c, h * w)
-        mask_s, mask_t = loss.conv_mask_s, loss.conv_mask_t
-        w_s = mask_s.weight.detach().reshape(c).to(dtype).contiguous()
-        w_t = mask_t.weight.detach().reshape(c).to(dtype).contiguous()
-        pix_weight = pix_weight.to(dtype).contiguous()
-        maps, vecs, terms = fgd_kernel.forward(
-            S3, T3, w_s, w_t, float(mask_s.bias), float(mask_t.bias), pix_weight, loss.temp,
-            loss.gamma_fgd, loss.lambda_fgd)
-        dsum, ctx_s, ctx_t = vecs[2], vecs[5], vecs[6]
-        # the global term's channel transforms: (sum (d + a)^2 less sum d^2, see the module
-        # docstring), their graph kept for the backward
-        want_grad = any(ctx.needs_input_grad)
-        with torch.set_grad_enabled(want_grad):
-            contexts = [x.detach().requires_grad_(want_grad) for x in (ctx_s, ctx_t)]
-            add_s, add_t = loss.channel_adds(*contexts)
-        add = (add_s - add_t).detach()
-        relation = 2 * (add * dsum).sum() + h * w * add.square().sum()
-        ctx.loss, ctx.contexts, ctx.adds = loss, contexts, (add_s, add_t)
-        ctx.save_for_backward(S, T, pix_weight, maps, vecs, w_s, add)
-        return (terms.sum() + loss.lambda_fgd * relation) / n
+        eps = (loss.channel_add_conv_s[1].eps, loss.channel_add_conv_t[1].eps)
+        value, grad_S, grads = fgd_kernel.loss_and_grads(
+            S.reshape(n, c, h * w), T.reshape(n, c, h * w), pix_weight.contiguous(), params, eps,
+            loss.temp, loss.gamma_fgd, loss.lambda_fgd, want_grad=any(ctx.needs_input_grad))
+        if grad_S is not None:
+            ctx.save_for_backward(grad_S.reshape(S.shape), *grads)
+        return value
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        loss = ctx.loss
-        S, T, pix_weight, maps, vecs, w_s, add = ctx.saved_tensors
-        n, c, h, w = S.shape
-        g_out = float(grad_out)
-        # the global term through the channel transforms: d/d add and d/d dsum
-        scale = 2 * loss.lambda_fgd * g_out / n
-        g_add = scale * (vecs[2] + h * w * add)
-        add_params = [p for p in (*loss.channel_add_conv_s.parameters(),
-                                  *loss.channel_add_conv_t.parameters()) if p.requires_grad]
-        g_ctx_s, g_ctx_t, *grads = torch.autograd.grad(
-            ctx.adds, ctx.contexts + add_params, (g_add, -g_add), retain_graph=True,
-            allow_unused=True)
-        grad_S, conv_grads, bias_grads = fgd_kernel.backward(
-            S.reshape(n, c, h * w), T.reshape(n, c, h * w), maps, vecs, pix_weight, g_ctx_s,
-            g_ctx_t, scale * add, w_s, loss.temp, loss.gamma_fgd, loss.lambda_fgd, g_out)
-        add_grads = dict(zip(map(id, add_params), grads))
-        return (grad_S.reshape(S.shape) if ctx.needs_input_grad[0] else None, None, None, None,
-                *_param_grads(loss, conv_grads[0], bias_grads[0], conv_grads[1], bias_grads[1],
-                              add_grads))
+        grad_S, *grads = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        return (scale_saved_grad(grad_S, grad_out) if needs[0] else None, None, None, None,
+                *(scale_saved_grad(g, grad_out) if need else None
+                  for g, need in zip(grads, needs[4:])))
 
 
 def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
@@ -270,7 +242,8 @@ def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
     Returns:
         Tensor: scalar loss.
     """
-    if cpu_kernel and fgd_kernel.available(S):
-        return _FGDKernelFunction.apply(S, T, pix_weight, loss, *_params(loss))
+    params = _params(loss)
+    if cpu_kernel and fgd_kernel.available(S) and all(p.dtype == S.dtype for p in params):
+        return _FGDKernelFunction.apply(S, T, pix_weight.to(S.dtype), loss, *params)
     passes = 'compiled' if compiled else 'blocked'
-    return _FGDFunction.apply(S, T, pix_weight, loss, passes, *_params(loss))
+    return _FGDFunction.apply(S, T, pix_weight, loss, passes, *params)

@@ -18,10 +18,14 @@
 #include <vector>
 
 #include "cpu_math.h"
+#include "fgd_channel_add.h"
 #include "cpu_tasks.h"
 
 namespace {
 
+using mmdistill::ChannelAdd;
+using mmdistill::channel_add_backward;
+using mmdistill::channel_add_forward;
 using mmdistill::exp_nonpositive;
 using mmdistill::run_tasks;
 using mmdistill::stream_copy;
@@ -433,24 +437,94 @@ void pixel_weights(const long* ends, const double* bounds, const T* value, long 
   });
 }
 
+// The loss of one level (returned) and, where dS is not null, its gradients (for a loss
+// gradient of 1): dS (N, C, HW) and those of the parameters, params[i] -> grads (one buffer, in
+// order, each the size of its parameter): the conv_mask weights (C) and biases (1) of S, then
+// of T, then each channel transform's w1, b1, gamma, beta, w2, b2 (S's, then T's;
+// fgd_channel_add.h). Runs forward, the channel transforms and their backward per image, then
+// backward.
+template <typename T>
+T loss_and_grads(const T* S, const T* Tm, const T* pixw, const T* const* params, T eps_s,
+                 T eps_t, Weights<T> wt_, long N, long C, long HW, long chunk, long tile, T* dS,
+                 T* grads, long stream_bytes, int n_threads) {
+  const long chunks = (HW + chunk - 1) / chunk, H = C / 2;
+  std::vector<T> maps(4 * N * HW), vecs(7 * N * C), terms(N);
+  {
+    std::vector<T> work_rows(N * chunks * 7 * C), work_max(N * chunks * 3);
+    forward<T>(S, Tm, params[0], params[2], params[1][0], params[3][0], pixw, wt_, N, C, HW,
+               chunk, tile, maps.data(), vecs.data(), terms.data(), work_rows.data(),
+               work_max.data(), n_threads);
+  }
+  const T* dsum = vecs.data() + 2 * N * C;
+  const T* ctx_s = vecs.data() + 5 * N * C;
+  const T* ctx_t = vecs.data() + 6 * N * C;
+  // the parameters' gradients in `grads`, in the order of params
+  const long sizes[16] = {C, 1, C, 1, H * C, H, H, H, C * H, C, H * C, H, H, H, C * H, C};
+  T* g[16];
+  for (int i = 0; i < 16; ++i) g[i] = i == 0 ? grads : g[i - 1] + sizes[i - 1];
+  auto transform = [&](int first, T eps) {
+    const T* const* p = params + first;
+    T* const* gp = g + first;
+    return ChannelAdd<T>{C, H, eps, p[0], p[1], p[2], p[3], p[4], p[5],
+                         gp[0], gp[1], gp[2], gp[3], gp[4], gp[5]};
+  };
+  const ChannelAdd<T> add_s = transform(4, eps_s), add_t = transform(10, eps_t);
+  // per image: the channel transforms, the global term sum((d + add_s - add_t)^2) less sum d^2
+  std::vector<T> adds(2 * N * C), caches(2 * N * (C + 1));
+  T total = 0;
+  for (long n = 0; n < N; ++n) {
+    T* a_s = adds.data() + n * C;
+    T* a_t = adds.data() + (N + n) * C;
+    channel_add_forward(add_s, ctx_s + n * C, a_s, caches.data() + n * (C + 1));
+    channel_add_forward(add_t, ctx_t + n * C, a_t, caches.data() + (N + n) * (C + 1));
+    T relation = 0;
+    for (long c = 0; c < C; ++c) {
+      const T a = a_s[c] - a_t[c];
+      relation += 2 * a * dsum[n * C + c] + static_cast<T>(HW) * a * a;
+    }
+    total += terms[n] + wt_.lambda * relation;
+  }
+  if (dS == nullptr) return total / static_cast<T>(N);
+  // the gradients of the transforms' inputs: d/d add = 2 lambda (dsum + HW add) / N, and of
+  // the sums of d, 2 lambda add / N
+  std::fill(grads, g[15] + sizes[15], T(0));
+  std::vector<T> g_d(N * C), g_ctx(2 * N * C), g_add(C), work(2 * H);
+  const T scale = 2 * wt_.lambda / static_cast<T>(N);
+  for (long n = 0; n < N; ++n) {
+    const T* a_s = adds.data() + n * C;
+    const T* a_t = adds.data() + (N + n) * C;
+    for (long c = 0; c < C; ++c) {
+      const T a = a_s[c] - a_t[c];
+      g_d[n * C + c] = scale * a;
+      g_add[c] = scale * (dsum[n * C + c] + static_cast<T>(HW) * a);
+    }
+    channel_add_backward(add_s, ctx_s + n * C, caches.data() + n * (C + 1), g_add.data(),
+                         g_ctx.data() + n * C, work.data());
+    for (long c = 0; c < C; ++c) g_add[c] = -g_add[c];
+    channel_add_backward(add_t, ctx_t + n * C, caches.data() + (N + n) * (C + 1), g_add.data(),
+                         g_ctx.data() + (N + n) * C, work.data());
+  }
+  std::vector<T> conv_grads(2 * C), bias_grads(2), work_b(N * chunks * 2 * (C + 1));
+  backward<T>(S, Tm, maps.data(), vecs.data(), pixw, g_ctx.data(), g_ctx.data() + N * C,
+              g_d.data(), params[0], wt_, T(1), N, C, HW, chunk, tile, dS, conv_grads.data(),
+              bias_grads.data(), work_b.data(), stream_bytes, n_threads);
+  std::copy(conv_grads.begin(), conv_grads.begin() + C, g[0]);
+  g[1][0] = bias_grads[0];
+  std::copy(conv_grads.begin() + C, conv_grads.end(), g[2]);
+  g[3][0] = bias_grads[1];
+  return total / static_cast<T>(N);
+}
+
 }  // namespace
 
 #define FGD_EXPORT(T, SUFFIX)                                                                  \
-  extern "C" void fgd_forward_##SUFFIX(                                                        \
-      const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t, const T* pixw,       \
+  extern "C" T fgd_loss_##SUFFIX(                                                              \
+      const T* S, const T* Tm, const T* pixw, const T* const* params, T eps_s, T eps_t,       \
       T a_scale, T c_scale, T gamma, T lambda, long N, long C, long HW, long chunk, long tile, \
-      T* maps, T* vecs, T* terms, T* work_rows, T* work_max, int n_threads) {                 \
-    forward<T>(S, Tm, w_s, w_t, b_s, b_t, pixw, {a_scale, c_scale, gamma, lambda}, N, C, HW,  \
-               chunk, tile, maps, vecs, terms, work_rows, work_max, n_threads);               \
-  }                                                                                            \
-  extern "C" void fgd_backward_##SUFFIX(                                                       \
-      const T* S, const T* Tm, const T* maps, const T* vecs, const T* pixw, const T* g_cs,    \
-      const T* g_ct, const T* g_d, const T* w_s, T a_scale, T c_scale, T gamma, T lambda,     \
-      T g_out, long N, long C, long HW, long chunk, long tile, T* dS, T* conv_grads,          \
-      T* bias_grads, T* work, long stream_bytes, int n_threads) {                              \
-    backward<T>(S, Tm, maps, vecs, pixw, g_cs, g_ct, g_d, w_s,                                \
-                {a_scale, c_scale, gamma, lambda}, g_out, N, C, HW, chunk, tile, dS,          \
-                conv_grads, bias_grads, work, stream_bytes, n_threads);                        \
+      T* dS, T* grads, long stream_bytes, int n_threads) {                                     \
+    return loss_and_grads<T>(S, Tm, pixw, params, eps_s, eps_t,                               \
+                             {a_scale, c_scale, gamma, lambda}, N, C, HW, chunk, tile, dS,    \
+                             grads, stream_bytes, n_threads);                                  \
   }                                                                                            \
   extern "C" void fgd_pixel_weights_##SUFFIX(const long* ends, const double* bounds,          \
                                              const T* value, long N, long H, long W, T alpha, \

@@ -1,17 +1,20 @@
-"""FGD's passes as one hand-tiled CPU kernel forward and one backward (``fgd_kernel.cpp``).
+"""FGD's loss of one level and all its gradients as one hand-tiled CPU kernel (``fgd_kernel.cpp``).
 
-The kernel reads the student and teacher maps from memory once forward and once backward (tiles
-of locations, all channels, read twice from cache), where the eager and compiled forms read them
-four times (:mod:`.fgd_blocked`, :mod:`.fgd_compiled`). It also does the small steps around the
-passes (the attentions' and contexts' softmaxes, the sums of the focal and attention terms, the
-attention loss's gradient), which as torch ops cost more than the passes on the small levels;
-the caller runs only the GcBlocks' channel transforms. Built and loaded by
-:class:`~mmdistill.losses.fast.cpu_kernel.CpuKernel`; float32 and float64 maps on the CPU.
+The kernel reads the student and teacher maps from memory twice (tiles of locations, all
+channels, each read twice more from cache): once for the loss's reductions, once for the
+student's gradient, where the eager and compiled forms read them four times
+(:mod:`.fgd_blocked`, :mod:`.fgd_compiled`). The small steps between (softmaxes, the GcBlocks'
+channel transforms and their backward, the sums over tasks) run in the kernel too: as torch ops
+and autograd they cost more than the passes on the small levels. The gradients are computed
+with the loss, in the forward (as :mod:`.value_and_grad` does), so the maps of a small level are
+read the second time from cache. Built and loaded by
+:class:`~mmdistill.losses.fast.cpu_kernel.CpuKernel`; float32 and float64 on the CPU.
 """
 from __future__ import annotations
 
 import ctypes
 import itertools
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -20,10 +23,9 @@ from mmdistill.losses.fast.cpu_kernel import CpuKernel, ptr
 
 _P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
 KERNEL = CpuKernel('fgd_kernel.cpp', dict(
-    fgd_forward=lambda real: [_P] * 4 + [real] * 2 + [_P] + [real] * 4 + [_L] * 5 + [_P] * 5
-    + [_I],
-    fgd_backward=lambda real: [_P] * 9 + [real] * 5 + [_L] * 5 + [_P] * 4 + [_L, _I],
-    fgd_pixel_weights=lambda real: [_P] * 3 + [_L] * 3 + [real] * 2 + [_P, _I]))
+    fgd_loss=lambda real: [_P] * 4 + [real] * 6 + [_L] * 5 + [_P] * 2 + [_L, _I],
+    fgd_pixel_weights=lambda real: [_P] * 3 + [_L] * 3 + [real] * 2 + [_P, _I]),
+    restypes=dict(fgd_loss=lambda real: real))
 #: locations per tile: the tile's rows of S and T (256 channels, 512 KiB in float32) stay in
 #: cache for the second sweep (256 measured faster than 128 and 512 on an AMD EPYC)
 TILE = 256
@@ -47,58 +49,33 @@ def _chunks(n: int, hw: int) -> tuple[int, int]:
     return chunk, -(-hw // chunk)
 
 
-def _weights(c: int, hw: int, temp: float, gamma: float, lambda_: float) -> tuple[float, ...]:
-    """The kernel's ``a_scale = 1 / (C temp)``, ``c_scale = 1 / (HW temp)``, gamma, lambda."""
-    return 1.0 / (c * temp), 1.0 / (hw * temp), gamma, lambda_
+def loss_and_grads(S3: Tensor, T3: Tensor, pix_weight: Tensor, params: Sequence[Tensor],
+                   eps: tuple[float, float], temp: float, gamma: float, lambda_: float,
+                   want_grad: bool) -> tuple[Tensor, Tensor | None, list[Tensor] | None]:
+    """FGD's loss of one level on contiguous ``(N, C, HW)`` maps and the ``(N, HW)``
+    ``pix_weight``, with the loss's parameters ``params`` in the order of
+    :func:`mmdistill.losses.fast.fgd._params` (all in the maps' dtype) and the LayerNorms'
+    ``eps`` (student's, teacher's).
 
-
-def forward(S3: Tensor, T3: Tensor, w_s: Tensor, w_t: Tensor, b_s: float, b_t: float,
-            pix_weight: Tensor, temp: float, gamma: float,
-            lambda_: float) -> tuple[Tensor, Tensor, Tensor]:
-    """The kernel's forward on contiguous ``(N, C, HW)`` maps, the ``(C,)`` conv_mask weights
-    and biases of both GcBlocks and the ``(N, HW)`` ``pix_weight``.
-
-    Returns ``maps`` (4, N, HW): ``spatial_s, spatial_t`` (the attentions ``A^S``), ``p_s, p_t``
-    (the contexts' softmax weights); ``vecs`` (7, N, C): ``channel_s, channel_t`` (``A^C``),
-    ``dsum = sum_hw d``, ``q2 = sum_hw d^2``, ``q1 = sum_hw d^2 A^S_t pix_weight``
-    (``d = S - T``), ``ctx_s, ctx_t``; ``terms`` (N,): per image, the loss times N less the
-    channel transforms' terms: ``sum_c A^C_t q1 + gamma (attention loss) + lambda sum_c q2``.
+    Returns the loss (0-dim) and, with ``want_grad``, its gradient w.r.t. the student map
+    ``(N, C, HW)`` and w.r.t. each parameter (for a loss gradient of 1); else None, None.
     """
     n, c, hw = S3.shape
-    chunk, chunks = _chunks(n, hw)
+    chunk, _ = _chunks(n, hw)
     dtype = S3.dtype
-    maps = torch.empty(4, n, hw, dtype=dtype)
-    vecs = torch.empty(7, n, c, dtype=dtype)
-    terms = torch.empty(n, dtype=dtype)
-    work_rows = torch.empty(n * chunks * 7 * c, dtype=dtype)
-    work_max = torch.empty(n * chunks * 3, dtype=dtype)
-    KERNEL.fn('fgd_forward', dtype)(
-        ptr(S3), ptr(T3), ptr(w_s), ptr(w_t), b_s, b_t, ptr(pix_weight),
-        *_weights(c, hw, temp, gamma, lambda_), n, c, hw, chunk, TILE, ptr(maps), ptr(vecs),
-        ptr(terms), ptr(work_rows), ptr(work_max), torch.get_num_threads())
-    return maps, vecs, terms
-
-
-def backward(S3: Tensor, T3: Tensor, maps: Tensor, vecs: Tensor, pix_weight: Tensor,
-             g_ctx_s: Tensor, g_ctx_t: Tensor, g_dsum: Tensor, w_s: Tensor, temp: float,
-             gamma: float, lambda_: float, grad_out: float) -> tuple[Tensor, Tensor, Tensor]:
-    """The kernel's backward: ``dS`` (N, C, HW), the conv_mask weight gradients (2, C) and bias
-    gradients (2,) of both GcBlocks, from :func:`forward`'s ``maps`` and ``vecs``, the
-    gradients of the contexts and of ``dsum`` (N, C) through the channel transforms, and the
-    loss's gradient ``grad_out``."""
-    n, c, hw = S3.shape
-    chunk, chunks = _chunks(n, hw)
-    dtype = S3.dtype
-    small = [x.to(dtype).contiguous() for x in (g_ctx_s, g_ctx_t, g_dsum, w_s)]
-    grad_S = torch.empty_like(S3)
-    conv_grads = torch.empty(2, c, dtype=dtype)
-    bias_grads = torch.empty(2, dtype=dtype)
-    work = torch.empty(n * chunks * 2 * (c + 1), dtype=dtype)
-    KERNEL.fn('fgd_backward', dtype)(
-        ptr(S3), ptr(T3), ptr(maps), ptr(vecs), ptr(pix_weight), *map(ptr, small),
-        *_weights(c, hw, temp, gamma, lambda_), grad_out, n, c, hw, chunk, TILE, ptr(grad_S),
-        ptr(conv_grads), ptr(bias_grads), ptr(work), STREAM_BYTES, torch.get_num_threads())
-    return grad_S, conv_grads, bias_grads
+    params = [p.detach().contiguous() for p in params]
+    addresses = (ctypes.c_void_p * len(params))(*map(ptr, params))
+    grad_S = torch.empty_like(S3) if want_grad else None
+    grads = torch.empty(sum(p.numel() for p in params), dtype=dtype) if want_grad else None
+    value = KERNEL.fn('fgd_loss', dtype)(
+        ptr(S3), ptr(T3), ptr(pix_weight), addresses, *eps, 1.0 / (c * temp), 1.0 / (hw * temp),
+        gamma, lambda_, n, c, hw, chunk, TILE, None if grad_S is None else ptr(grad_S),
+        None if grads is None else ptr(grads), STREAM_BYTES, torch.get_num_threads())
+    value = torch.tensor(value, dtype=dtype)
+    if not want_grad:
+        return value, None, None
+    return value, grad_S, [g.view_as(p) for g, p in
+                           zip(grads.split([p.numel() for p in params]), params)]
 
 
 def pixel_weights(counts: list[int], bounds: Tensor, value: Tensor, height: int, width: int,

@@ -33,12 +33,17 @@ class _ValueAndGrad(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         grad, = ctx.saved_tensors
-        # the loss summed into the total needs no pass over the gradient; a weighted one gets a
-        # new tensor: the saved gradient stays as it is for a second backward through a retained
-        # graph (DistillBalanceHook measures each loss's gradient that way)
-        if not (grad_out.device.type == 'cpu' and float(grad_out) == 1.0):
-            grad = grad * grad_out.to(grad.dtype)
-        return (None, None, grad, *([None] * ctx.num_args))
+        return (None, None, scale_saved_grad(grad, grad_out), *([None] * ctx.num_args))
+
+
+def scale_saved_grad(grad: Tensor, grad_out: Tensor) -> Tensor:
+    """A gradient computed in the forward for a loss gradient of 1, for ``grad_out``: the loss
+    summed into the total needs no pass over it; a weighted one gets a new tensor, so that the
+    saved gradient stays as it is for a second backward through a retained graph
+    (DistillBalanceHook measures each loss's gradient that way)."""
+    if grad_out.device.type == 'cpu' and float(grad_out) == 1.0:
+        return grad
+    return grad * grad_out.to(grad.dtype)
 
 
 def value_and_grad(core: Callable, student: Tensor, *args, compiled: bool = False) -> Tensor:
@@ -56,4 +61,4 @@ def value_and_grad(core: Callable, student: Tensor, *args, compiled: bool = Fals
     return core(*_detached(student, *args), False, compiled=compiled)[0]
 
 
-__all__ = ['value_and_grad']
+__all__ = ['scale_saved_grad', 'value_and_grad']
