@@ -1,11 +1,14 @@
 // The channel transform of FGD's GcBlocks (mmdistill/losses/fgd.py, FGDLoss._channel_add) on
-// one (C,) context vector, and its backward, for the CPU kernel (fgd_kernel.cpp):
+// the (N, C) context vectors of a batch, and its backward, for the CPU kernel (fgd_kernel.cpp):
 //   h = W1 x + b1 (C -> C/2, the first 1x1 conv),  y = gamma (h - mean h) / sqrt(var h + eps)
 //   + beta (LayerNorm over the C/2 values, biased variance),  out = W2 relu(y) + b2 (C/2 -> C).
+// Each weight row is read once for all images (a reduction per image, independent chains), and
+// the weights' gradients are written once per batch.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace mmdistill {
 
@@ -17,81 +20,120 @@ struct ChannelAdd {
   T *g_w1, *g_b1, *g_gamma, *g_beta, *g_w2, *g_b2;  // their gradients, accumulated
 };
 
-// out (C) = the transform of x (C); cache (2 H + 1) keeps the normalised h, y and 1 / std.
+// out[n] = sum_k w[k] x[n, k] + bias for n < N (x: N rows of `stride`; K terms), four images at a
+// time (four independent sums per weight load).
 template <typename T>
-void channel_add_forward(const ChannelAdd<T>& m, const T* x, T* out, T* cache) {
-  T* h_hat = cache;
-  T* y = cache + m.H;
-  T mean = 0;
-  for (long j = 0; j < m.H; ++j) {
-    T acc = 0;
-    const T* w = m.w1 + j * m.C;
-#pragma omp simd reduction(+ : acc)
-    for (long c = 0; c < m.C; ++c) acc += w[c] * x[c];
-    h_hat[j] = acc + m.b1[j];
-    mean += h_hat[j];
+inline void dot_rows(const T* w, const T* x, long stride, long N, long K, T bias, T* out,
+                     long out_stride) {
+  long n = 0;
+  for (; n + 4 <= N; n += 4) {
+    const T *x0 = x + n * stride, *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride;
+    T a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+    for (long k = 0; k < K; ++k) {
+      a0 += w[k] * x0[k];
+      a1 += w[k] * x1[k];
+      a2 += w[k] * x2[k];
+      a3 += w[k] * x3[k];
+    }
+    out[n * out_stride] = a0 + bias;
+    out[(n + 1) * out_stride] = a1 + bias;
+    out[(n + 2) * out_stride] = a2 + bias;
+    out[(n + 3) * out_stride] = a3 + bias;
   }
-  mean /= static_cast<T>(m.H);
-  T var = 0;
-  for (long j = 0; j < m.H; ++j) var += (h_hat[j] - mean) * (h_hat[j] - mean);
-  const T inv_std = T(1) / std::sqrt(var / static_cast<T>(m.H) + m.eps);
-  cache[2 * m.H] = inv_std;
-  for (long j = 0; j < m.H; ++j) {
-    h_hat[j] = (h_hat[j] - mean) * inv_std;
-    y[j] = m.gamma[j] * h_hat[j] + m.beta[j];
-  }
-  for (long c = 0; c < m.C; ++c) {
-    T acc = 0;
-    const T* w = m.w2 + c * m.H;
-#pragma omp simd reduction(+ : acc)
-    for (long j = 0; j < m.H; ++j) acc += w[j] * std::max(y[j], T(0));
-    out[c] = acc + m.b2[c];
+  for (; n < N; ++n) {
+    const T* xn = x + n * stride;
+    T a = 0;
+#pragma omp simd reduction(+ : a)
+    for (long k = 0; k < K; ++k) a += w[k] * xn[k];
+    out[n * out_stride] = a + bias;
   }
 }
 
-// The gradient g_x (C) of <g_out, transform(x)> w.r.t. x, from x and the forward's cache; the
-// parameters' gradients are added to m.g_*. work: 2 H values.
+// OUT (N, C) = the transform of X (N, C); cache (N, 2 H + 1) keeps each image's normalised h,
+// relu(y) and 1 / std.
 template <typename T>
-void channel_add_backward(const ChannelAdd<T>& m, const T* x, const T* cache, const T* g_out,
-                          T* g_x, T* work) {
-  const T* h_hat = cache;
-  const T* y = cache + m.H;
-  const T inv_std = cache[2 * m.H];
-  T* g_y = work;      // through W2 and the ReLU
-  T* g_h = work + m.H;
-  std::fill(g_y, g_y + m.H, T(0));
-  for (long c = 0; c < m.C; ++c) {
-    m.g_b2[c] += g_out[c];
-    const T* w = m.w2 + c * m.H;
-    T* gw = m.g_w2 + c * m.H;
-#pragma omp simd
-    for (long j = 0; j < m.H; ++j) {
-      gw[j] += g_out[c] * std::max(y[j], T(0));
-      g_y[j] += g_out[c] * w[j];
+void channel_add_forward(const ChannelAdd<T>& m, const T* X, long N, T* OUT, T* cache) {
+  const long H = m.H, C = m.C, K = 2 * H + 1;
+  for (long j = 0; j < H; ++j) dot_rows(m.w1 + j * C, X, C, N, C, m.b1[j], cache + j, K);
+  for (long n = 0; n < N; ++n) {
+    T* h_hat = cache + n * K;
+    T* r = h_hat + H;
+    T mean = 0, var = 0;
+    for (long j = 0; j < H; ++j) mean += h_hat[j];
+    mean /= static_cast<T>(H);
+    for (long j = 0; j < H; ++j) var += (h_hat[j] - mean) * (h_hat[j] - mean);
+    const T inv_std = T(1) / std::sqrt(var / static_cast<T>(H) + m.eps);
+    h_hat[2 * H] = inv_std;
+    for (long j = 0; j < H; ++j) {
+      h_hat[j] = (h_hat[j] - mean) * inv_std;
+      r[j] = std::max(m.gamma[j] * h_hat[j] + m.beta[j], T(0));
     }
   }
-  // LayerNorm: g_h = (g_hat - mean g_hat - h_hat mean(g_hat h_hat)) / std, g_hat = gamma g_y
-  T mean_g = 0, mean_gh = 0;
-  for (long j = 0; j < m.H; ++j) {
-    g_y[j] = y[j] > T(0) ? g_y[j] : T(0);
-    m.g_gamma[j] += g_y[j] * h_hat[j];
-    m.g_beta[j] += g_y[j];
-    g_h[j] = m.gamma[j] * g_y[j];
-    mean_g += g_h[j];
-    mean_gh += g_h[j] * h_hat[j];
-  }
-  mean_g /= static_cast<T>(m.H);
-  mean_gh /= static_cast<T>(m.H);
-  for (long j = 0; j < m.H; ++j) g_h[j] = (g_h[j] - mean_g - h_hat[j] * mean_gh) * inv_std;
-  std::fill(g_x, g_x + m.C, T(0));
-  for (long j = 0; j < m.H; ++j) {
-    m.g_b1[j] += g_h[j];
-    const T* w = m.w1 + j * m.C;
-    T* gw = m.g_w1 + j * m.C;
+  for (long c = 0; c < C; ++c) dot_rows(m.w2 + c * H, cache + H, K, N, H, m.b2[c], OUT + c, C);
+}
+
+// G_X (N, C) = the gradients w.r.t. X of sum_n <G_OUT[n], transform(X[n])>, from X and the
+// forward's cache; the parameters' gradients are added to m.g_*. work: 2 N H values.
+template <typename T>
+void channel_add_backward(const ChannelAdd<T>& m, const T* X, long N, const T* cache,
+                          const T* G_OUT, T* G_X, T* work) {
+  const long H = m.H, C = m.C, K = 2 * H + 1;
+  T* g_r = work;       // (N, H): through W2
+  T* g_h = work + N * H;  // (N, H): through the ReLU and the LayerNorm
+  // W2 and b2: g_w2[c, j] += sum_n G_OUT[n, c] r[n, j];  g_r[n, j] = sum_c G_OUT[n, c] W2[c, j]
+  std::fill(g_r, g_r + N * H, T(0));
+  for (long c = 0; c < C; ++c) {
+    const T* w = m.w2 + c * H;
+    T* gw = m.g_w2 + c * H;
+    for (long n = 0; n < N; ++n) {
+      const T g = G_OUT[n * C + c];
+      const T* r = cache + n * K + H;
+      T* gr = g_r + n * H;
+      m.g_b2[c] += g;
 #pragma omp simd
-    for (long c = 0; c < m.C; ++c) {
-      gw[c] += g_h[j] * x[c];
-      g_x[c] += g_h[j] * w[c];
+      for (long j = 0; j < H; ++j) {
+        gw[j] += g * r[j];
+        gr[j] += g * w[j];
+      }
+    }
+  }
+  // ReLU and LayerNorm: g_h = (g_hat - mean g_hat - h_hat mean(g_hat h_hat)) / std with
+  // g_hat = gamma g_y, g_y = g_r where y > 0
+  for (long n = 0; n < N; ++n) {
+    const T* h_hat = cache + n * K;
+    const T* r = h_hat + H;
+    const T inv_std = h_hat[2 * H];
+    const T* gr = g_r + n * H;
+    T* gh = g_h + n * H;
+    T mean_g = 0, mean_gh = 0;
+    for (long j = 0; j < H; ++j) {
+      const T g_y = r[j] > T(0) ? gr[j] : T(0);
+      m.g_gamma[j] += g_y * h_hat[j];
+      m.g_beta[j] += g_y;
+      gh[j] = m.gamma[j] * g_y;
+      mean_g += gh[j];
+      mean_gh += gh[j] * h_hat[j];
+    }
+    mean_g /= static_cast<T>(H);
+    mean_gh /= static_cast<T>(H);
+    for (long j = 0; j < H; ++j) gh[j] = (gh[j] - mean_g - h_hat[j] * mean_gh) * inv_std;
+  }
+  // W1 and b1: g_w1[j, c] += sum_n g_h[n, j] X[n, c];  G_X[n, c] = sum_j g_h[n, j] W1[j, c]
+  std::fill(G_X, G_X + N * C, T(0));
+  for (long j = 0; j < H; ++j) {
+    const T* w = m.w1 + j * C;
+    T* gw = m.g_w1 + j * C;
+    for (long n = 0; n < N; ++n) {
+      const T g = g_h[n * H + j];
+      const T* x = X + n * C;
+      T* gx = G_X + n * C;
+      m.g_b1[j] += g;
+#pragma omp simd
+      for (long c = 0; c < C; ++c) {
+        gw[c] += g * x[c];
+        gx[c] += g * w[c];
+      }
     }
   }
 }

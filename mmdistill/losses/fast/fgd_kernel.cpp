@@ -469,41 +469,36 @@ T loss_and_grads(const T* S, const T* Tm, const T* pixw, const T* const* params,
                          gp[0], gp[1], gp[2], gp[3], gp[4], gp[5]};
   };
   const ChannelAdd<T> add_s = transform(4, eps_s), add_t = transform(10, eps_t);
-  // per image: the channel transforms, the global term sum((d + add_s - add_t)^2) less sum d^2
-  std::vector<T> adds(2 * N * C), caches(2 * N * (C + 1));
+  // the channel transforms; per image, the global term sum((d + add_s - add_t)^2) less sum d^2
+  std::vector<T> adds(2 * N * C), caches(2 * N * (2 * H + 1));
+  T* a_s = adds.data();
+  T* a_t = adds.data() + N * C;
+  channel_add_forward(add_s, ctx_s, N, a_s, caches.data());
+  channel_add_forward(add_t, ctx_t, N, a_t, caches.data() + N * (2 * H + 1));
   T total = 0;
   for (long n = 0; n < N; ++n) {
-    T* a_s = adds.data() + n * C;
-    T* a_t = adds.data() + (N + n) * C;
-    channel_add_forward(add_s, ctx_s + n * C, a_s, caches.data() + n * (C + 1));
-    channel_add_forward(add_t, ctx_t + n * C, a_t, caches.data() + (N + n) * (C + 1));
     T relation = 0;
-    for (long c = 0; c < C; ++c) {
-      const T a = a_s[c] - a_t[c];
-      relation += 2 * a * dsum[n * C + c] + static_cast<T>(HW) * a * a;
+    for (long i = n * C; i < (n + 1) * C; ++i) {
+      const T a = a_s[i] - a_t[i];
+      relation += 2 * a * dsum[i] + static_cast<T>(HW) * a * a;
     }
     total += terms[n] + wt_.lambda * relation;
   }
   if (dS == nullptr) return total / static_cast<T>(N);
-  // the gradients of the transforms' inputs: d/d add = 2 lambda (dsum + HW add) / N, and of
-  // the sums of d, 2 lambda add / N
+  // the gradients of the transforms' outputs: d/d add = 2 lambda (dsum + HW add) / N (add_s's;
+  // add_t's its negative), and of the sums of d, 2 lambda add / N
   std::fill(grads, g[15] + sizes[15], T(0));
-  std::vector<T> g_d(N * C), g_ctx(2 * N * C), g_add(C), work(2 * H);
+  std::vector<T> g_d(N * C), g_add(2 * N * C), g_ctx(2 * N * C), work(2 * N * H);
   const T scale = 2 * wt_.lambda / static_cast<T>(N);
-  for (long n = 0; n < N; ++n) {
-    const T* a_s = adds.data() + n * C;
-    const T* a_t = adds.data() + (N + n) * C;
-    for (long c = 0; c < C; ++c) {
-      const T a = a_s[c] - a_t[c];
-      g_d[n * C + c] = scale * a;
-      g_add[c] = scale * (dsum[n * C + c] + static_cast<T>(HW) * a);
-    }
-    channel_add_backward(add_s, ctx_s + n * C, caches.data() + n * (C + 1), g_add.data(),
-                         g_ctx.data() + n * C, work.data());
-    for (long c = 0; c < C; ++c) g_add[c] = -g_add[c];
-    channel_add_backward(add_t, ctx_t + n * C, caches.data() + (N + n) * (C + 1), g_add.data(),
-                         g_ctx.data() + (N + n) * C, work.data());
+  for (long i = 0; i < N * C; ++i) {
+    const T a = a_s[i] - a_t[i];
+    g_d[i] = scale * a;
+    g_add[i] = scale * (dsum[i] + static_cast<T>(HW) * a);
+    g_add[N * C + i] = -g_add[i];
   }
+  channel_add_backward(add_s, ctx_s, N, caches.data(), g_add.data(), g_ctx.data(), work.data());
+  channel_add_backward(add_t, ctx_t, N, caches.data() + N * (2 * H + 1), g_add.data() + N * C,
+                       g_ctx.data() + N * C, work.data());
   std::vector<T> conv_grads(2 * C), bias_grads(2), work_b(N * chunks * 2 * (C + 1));
   backward<T>(S, Tm, maps.data(), vecs.data(), pixw, g_ctx.data(), g_ctx.data() + N * C,
               g_d.data(), params[0], wt_, T(1), N, C, HW, chunk, tile, dS, conv_grads.data(),
