@@ -198,10 +198,12 @@ class FGDLoss(DistillLoss):
             forward and two backward, compiled once on first use; the eager form where
             compiling is not possible. Default False (the blocked eager passes). Where the CPU
             kernel runs, it runs instead.
-        cpu_kernel (bool): on the CPU (float32 and float64 maps) the passes are one hand-tiled
-            kernel (:mod:`mmdistill.losses.fast.fgd_kernel`), compiled for the machine on first
-            use: each map read from memory once forward and once backward. Default True; where
-            no C++ compiler builds it, the eager (or compiled) passes run, said once in the log.
+        cpu_kernel (bool): on the CPU (float32 and float64 maps) the loss and all its
+            gradients are one hand-tiled kernel (:mod:`mmdistill.losses.fast.fgd_kernel`),
+            compiled for the machine on first use: each map read from memory twice, both times
+            in the forward (the gradients are computed with the loss and kept for the
+            backward). Default True; where no C++ compiler builds it, the eager (or compiled)
+            passes run, said once in the log.
     """
 
     extra_inputs: tuple[str, ...] = ('gt_bboxes', 'img_shape')

@@ -11,10 +11,12 @@ of the maps ``S`` and ``T`` (``(N, C, HW)`` views):
   ``focal = sum(C_t * Q1) / N`` and, with the GcBlock difference ``a = add_s - add_t``
   (N, C), ``global = sum((d + a)^2) / N = (sum Q2 + 2 sum(a D) + HW sum a^2) / N``.
 
-The forward computes them in a few passes over memory (:mod:`.fgd_kernel`, one hand-tiled pass
-on the CPU; :mod:`.fgd_blocked`, eager and block by block; or :mod:`.fgd_compiled`); everything
-after that is on (N, C) and (N, HW) tensors. The backward gets the gradients of those small
-tensors from autograd on the small graph, then the gradient of ``S`` in one pass::
+On the CPU, :mod:`.fgd_kernel` computes the loss and every gradient in one call (the reductions,
+the steps on the small tensors, the gradient of ``S``; in the forward). Elsewhere the forward
+computes the reductions in a few passes over memory (:mod:`.fgd_blocked`, eager and block by
+block; or :mod:`.fgd_compiled`); everything after that is on (N, C) and (N, HW) tensors. The
+backward gets the gradients of those small tensors from autograd on the small graph, then the
+gradient of ``S`` in one pass::
 
     dS = 2 d (g_Q2 + g_Q1 P) + sign(S) (g_Ac + g_As) + g_D + w_s g_ls + g_ctx p_s
 
@@ -236,8 +238,8 @@ def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
             are used; its parameters get gradients.
         compiled (bool): use the compiled passes instead of the blocked eager ones (where the
             CPU kernel does not run).
-        cpu_kernel (bool): on float32 and float64 CPU maps, the hand-tiled kernel
-            (:mod:`.fgd_kernel`) where it builds.
+        cpu_kernel (bool): on float32 and float64 CPU maps (the loss's parameters in the same
+            dtype), the hand-tiled kernel (:mod:`.fgd_kernel`) where it builds.
 
     Returns:
         Tensor: scalar loss.

@@ -1,19 +1,18 @@
-// FGD's passes over the (N, C, HW) maps as one hand-tiled CPU kernel forward and one backward,
-// with the small per-image steps around them (softmaxes, sums over tasks), so that the caller
-// runs only the GcBlocks' channel transforms.
+// FGD's loss of one level and all its gradients as one CPU kernel call (loss_and_grads below):
+// a forward pass over the (N, C, HW) maps, the small per-image steps (softmaxes, sums over tasks,
+// the GcBlocks' channel transforms and their backward, fgd_channel_add.h), a backward pass.
 //
 // Built and loaded by mmdistill/losses/fast/fgd_kernel.py (plain C ABI, no torch headers); what
 // the passes compute is described in mmdistill/losses/fast/fgd.py. Work is split into tasks, an
 // image's chunk of locations each; a task walks its chunk in tiles of `tile` locations. For each
 // tile, sweep 1 reads the tile's rows of every channel from memory (the column sums over
 // channels need all of them), sweep 2 reads them again from cache: each map is read from memory
-// once per direction. The spatial softmaxes (teacher attention, the GcBlock contexts) are over
-// every location of an image, so the forward accumulates their numerators against the task's
-// running maximum, rescaled when it grows; a last step per image combines the tasks and divides
-// by the softmax sums.
+// once per pass. The spatial softmaxes (teacher attention, the GcBlock contexts) are over every
+// location of an image, so the forward accumulates their numerators against the task's running
+// maximum, rescaled when it grows; a last step per image combines the tasks and divides by the
+// softmax sums.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
