@@ -308,18 +308,18 @@ def run_case(case: Case, cfg: dict, device: torch.device, warmup: int, repeats: 
 
     t_ours, t_ref, t_bound = [], [], []
     for i in range(warmup + repeats):  # interleaved, so that a noisy neighbour hits all
-        c = timer(bound_traffic)
-        a = timer(lambda: step(ours))
-        b = timer(lambda: step(case.ref))
+        floor_ms = timer(bound_traffic)
+        ours_ms = timer(lambda: step(ours))
+        ref_ms = timer(lambda: step(case.ref))
         if i >= warmup:
-            t_ours.append(a)
-            t_ref.append(b)
-            t_bound.append(c)
+            t_ours.append(ours_ms)
+            t_ref.append(ref_ms)
+            t_bound.append(floor_ms)
     del outs
     numel = n * c * sum(h * w for h, w in levels)
     flops = case.conv_flops(n, c, numel // (n * c)) * 3 if case.conv_flops else None
     return dict(name=case.name, ours=statistics.median(t_ours), ref=statistics.median(t_ref),
-                paired=statistics.median(a / c for a, c in zip(t_ours, t_bound)),
+                paired=statistics.median(o / f for o, f in zip(t_ours, t_bound)),
                 bound_traffic=statistics.median(t_bound),
                 d64=d64, err32_ours=err32_ours, err32_ref=err32_ref, bytes=3 * numel * 4,
                 flops=flops, first=first)
