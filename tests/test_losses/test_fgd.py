@@ -479,3 +479,26 @@ def test_kernel_second_backward_through_retained_graph(monkeypatch):
     (0.5 * out).backward()
     for got, once in zip([s.grad] + [p.grad for p in fast.parameters()], first):
         torch.testing.assert_close(got, 1.5 * once, rtol=1e-12, atol=1e-15)
+
+
+# Under no_grad (validation) the kernel computes the value only, even for a student map that
+# requires a gradient; in training, the value and the gradients.
+def test_kernel_computes_gradients_only_when_recorded(monkeypatch):
+    use_passes('kernel', monkeypatch)
+    calls = []
+    real = fgd_kernel.loss_and_grads
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs['want_grad'])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fgd_kernel, 'loss_and_grads', spy)
+    img_shape, (h, w), boxes = CASES['overlap_border_empty']
+    fast, _ = _fast_and_definition(8)
+    s = torch.randn(3, 8, h, w, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(3, 8, h, w, dtype=torch.float64)
+    with torch.no_grad():
+        fast(s, t, boxes, img_shape)
+    fast(s, t, boxes, img_shape).backward()
+    assert calls == [False, True]
+    assert s.grad is not None

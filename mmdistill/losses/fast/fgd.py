@@ -205,13 +205,14 @@ class _FGDKernelFunction(torch.autograd.Function):
     computed in the forward, for a loss gradient of 1."""
 
     @staticmethod
-    def forward(ctx, S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
+    def forward(ctx, S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule, grad_mode: bool,
                 *params: Tensor) -> Tensor:
         n, c, h, w = S.shape
         eps = (loss.channel_add_conv_s[1].eps, loss.channel_add_conv_t[1].eps)
         value, grad_S, grads = fgd_kernel.loss_and_grads(
             S.reshape(n, c, h * w), T.reshape(n, c, h * w), pix_weight.contiguous(), params, eps,
-            loss.temp, loss.gamma_fgd, loss.lambda_fgd, want_grad=any(ctx.needs_input_grad))
+            loss.temp, loss.gamma_fgd, loss.lambda_fgd,
+            want_grad=grad_mode and any(ctx.needs_input_grad))
         if grad_S is not None:
             ctx.save_for_backward(grad_S.reshape(S.shape), *grads)
         return value
@@ -221,9 +222,9 @@ class _FGDKernelFunction(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         grad_S, *grads = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        return (scale_saved_grad(grad_S, grad_out) if needs[0] else None, None, None, None,
+        return (scale_saved_grad(grad_S, grad_out) if needs[0] else None, None, None, None, None,
                 *(scale_saved_grad(g, grad_out) if need else None
-                  for g, need in zip(grads, needs[4:])))
+                  for g, need in zip(grads, needs[5:])))
 
 
 def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
@@ -246,6 +247,7 @@ def fgd_loss_fast(S: Tensor, T: Tensor, pix_weight: Tensor, loss: FGDModule,
     """
     params = _params(loss)
     if cpu_kernel and fgd_kernel.available(S) and all(p.dtype == S.dtype for p in params):
-        return _FGDKernelFunction.apply(S, T, pix_weight.to(S.dtype), loss, *params)
+        return _FGDKernelFunction.apply(S, T, pix_weight.to(S.dtype), loss,
+                                        torch.is_grad_enabled(), *params)
     passes = 'compiled' if compiled else 'blocked'
     return _FGDFunction.apply(S, T, pix_weight, loss, passes, *params)
