@@ -50,6 +50,30 @@ inline void dot_rows(const T* w, const T* x, long stride, long N, long K, T bias
   }
 }
 
+// The backward of out[n] = W x[n] + b (W: (R, K)) over N inputs x[n] (rows x_stride apart)
+// for the gradients G[n, r] (rows g_stride apart): g_w (R, K) and g_b (R) added to, G_in (N, K)
+// = sum_r G[n, r] W[r]. Each weight row is read, and its gradient written, once for all N.
+template <typename T>
+void linear_backward(const T* W, long R, long K, const T* x, long x_stride, const T* G,
+                     long g_stride, long N, T* g_w, T* g_b, T* G_in) {
+  std::fill(G_in, G_in + N * K, T(0));
+  for (long r = 0; r < R; ++r) {
+    const T* w = W + r * K;
+    T* gw = g_w + r * K;
+    for (long n = 0; n < N; ++n) {
+      const T g = G[n * g_stride + r];
+      const T* xn = x + n * x_stride;
+      T* gx = G_in + n * K;
+      g_b[r] += g;
+#pragma omp simd
+      for (long k = 0; k < K; ++k) {
+        gw[k] += g * xn[k];
+        gx[k] += g * w[k];
+      }
+    }
+  }
+}
+
 // OUT (N, C) = the transform of X (N, C); cache (N, 2 H + 1) keeps each image's normalised h,
 // relu(y) and 1 / std.
 template <typename T>
@@ -81,23 +105,8 @@ void channel_add_backward(const ChannelAdd<T>& m, const T* X, long N, const T* c
   const long H = m.H, C = m.C, K = 2 * H + 1;
   T* g_r = work;       // (N, H): through W2
   T* g_h = work + N * H;  // (N, H): through the ReLU and the LayerNorm
-  // W2 and b2: g_w2[c, j] += sum_n G_OUT[n, c] r[n, j];  g_r[n, j] = sum_c G_OUT[n, c] W2[c, j]
-  std::fill(g_r, g_r + N * H, T(0));
-  for (long c = 0; c < C; ++c) {
-    const T* w = m.w2 + c * H;
-    T* gw = m.g_w2 + c * H;
-    for (long n = 0; n < N; ++n) {
-      const T g = G_OUT[n * C + c];
-      const T* r = cache + n * K + H;
-      T* gr = g_r + n * H;
-      m.g_b2[c] += g;
-#pragma omp simd
-      for (long j = 0; j < H; ++j) {
-        gw[j] += g * r[j];
-        gr[j] += g * w[j];
-      }
-    }
-  }
+  // W2 and b2 (the inputs: relu(y), in the cache)
+  linear_backward(m.w2, C, H, cache + H, K, G_OUT, C, N, m.g_w2, m.g_b2, g_r);
   // ReLU and LayerNorm: g_h = (g_hat - mean g_hat - h_hat mean(g_hat h_hat)) / std with
   // g_hat = gamma g_y, g_y = g_r where y > 0
   for (long n = 0; n < N; ++n) {
@@ -119,23 +128,8 @@ void channel_add_backward(const ChannelAdd<T>& m, const T* X, long N, const T* c
     mean_gh /= static_cast<T>(H);
     for (long j = 0; j < H; ++j) gh[j] = (gh[j] - mean_g - h_hat[j] * mean_gh) * inv_std;
   }
-  // W1 and b1: g_w1[j, c] += sum_n g_h[n, j] X[n, c];  G_X[n, c] = sum_j g_h[n, j] W1[j, c]
-  std::fill(G_X, G_X + N * C, T(0));
-  for (long j = 0; j < H; ++j) {
-    const T* w = m.w1 + j * C;
-    T* gw = m.g_w1 + j * C;
-    for (long n = 0; n < N; ++n) {
-      const T g = g_h[n * H + j];
-      const T* x = X + n * C;
-      T* gx = G_X + n * C;
-      m.g_b1[j] += g;
-#pragma omp simd
-      for (long c = 0; c < C; ++c) {
-        gw[c] += g * x[c];
-        gx[c] += g * w[c];
-      }
-    }
-  }
+  // W1 and b1
+  linear_backward(m.w1, H, C, X, C, g_h, H, N, m.g_w1, m.g_b1, G_X);
 }
 
 }  // namespace mmdistill
