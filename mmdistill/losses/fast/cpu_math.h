@@ -46,9 +46,11 @@ inline void stream_copy(T* dst, const T* src, long L) {
   for (; l < L && (reinterpret_cast<std::uintptr_t>(dst + l) & 15); ++l) dst[l] = src[l];
   for (; l + kLanes <= L; l += kLanes) {
     if constexpr (sizeof(T) == 4) {
-      _mm_stream_ps(reinterpret_cast<float*>(dst + l), _mm_loadu_ps(reinterpret_cast<const float*>(src + l)));
+      _mm_stream_ps(reinterpret_cast<float*>(dst + l),
+                    _mm_loadu_ps(reinterpret_cast<const float*>(src + l)));
     } else {
-      _mm_stream_pd(reinterpret_cast<double*>(dst + l), _mm_loadu_pd(reinterpret_cast<const double*>(src + l)));
+      _mm_stream_pd(reinterpret_cast<double*>(dst + l),
+                    _mm_loadu_pd(reinterpret_cast<const double*>(src + l)));
     }
   }
 #endif

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_math.h"
@@ -40,6 +41,32 @@ inline void prefetch_rows(const T* s, const T* t, long ahead, long L) {
   for (long l = 0; l < L; l += 64 / static_cast<long>(sizeof(T))) {
     __builtin_prefetch(s + ahead + l);
     __builtin_prefetch(t + ahead + l);
+  }
+}
+
+// Sweep 1 of a pass over the tile of image n at h0 (L locations): step(s, t, c, B) for the
+// channels c .. c + B - 1 (rows s[b], t[b] of S and T), kChannelBlock channels at a time (B a
+// std::integral_constant, so that the step's loops are compiled for it), the rest one by one;
+// each row prefetched kPrefetchAhead channels ahead.
+constexpr int kChannelBlock = 4;
+
+template <typename T, typename Step>
+inline void walk_channel_blocks(const T* S, const T* Tm, long n, long C, long HW, long h0, long L,
+                                Step&& step) {
+  const T* s[kChannelBlock];
+  const T* t[kChannelBlock];
+  for (long c = 0; c < C; c += kChannelBlock) {
+    const int count = static_cast<int>(std::min<long>(kChannelBlock, C - c));
+    for (int b = 0; b < count; ++b) {
+      s[b] = S + (n * C + c + b) * HW + h0;
+      t[b] = Tm + (n * C + c + b) * HW + h0;
+      if (c + b + kPrefetchAhead < C) prefetch_rows(s[b], t[b], kPrefetchAhead * HW, L);
+    }
+    if (count == kChannelBlock) {
+      step(s, t, c, std::integral_constant<int, kChannelBlock>{});
+    } else {
+      for (int b = 0; b < count; ++b) step(s + b, t + b, c + b, std::integral_constant<int, 1>{});
+    }
   }
 }
 
@@ -159,7 +186,6 @@ template <typename T>
 void forward(const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t, const T* pixw,
              Weights<T> wt_, long N, long C, long HW, long chunk, long tile, T* maps, T* vecs,
              T* terms, T* work_rows, T* work_max, int n_threads) {
-  constexpr int kSweep1 = 4;  // channels per step of sweep 1
   const long chunks = (HW + chunk - 1) / chunk;
   T* as_hw = maps;
   T* at_hw = maps + N * HW;
@@ -176,27 +202,13 @@ void forward(const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t, 
     std::vector<T> buf(7 * tile);
     T *c_as = buf.data(), *c_at = c_as + tile, *c_ls = c_at + tile, *c_lt = c_ls + tile;
     T *e_a = c_lt + tile, *e_s = e_a + tile, *e_t = e_s + tile;
-    const T* s[kSweep1];
-    const T* t[kSweep1];
     for (long h0 = h_begin; h0 < h_end; h0 += tile) {
       const long L = std::min(tile, h_end - h0);
       std::fill(buf.begin(), buf.begin() + 4 * tile, T(0));
       // sweep 1: column sums over channels
-      long c = 0;
-      for (; c < C; c += kSweep1) {
-        const int count = static_cast<int>(std::min<long>(kSweep1, C - c));
-        for (int b = 0; b < count; ++b) {
-          s[b] = S + (n * C + c + b) * HW + h0;
-          t[b] = Tm + (n * C + c + b) * HW + h0;
-          if (c + b + kPrefetchAhead < C) prefetch_rows(s[b], t[b], kPrefetchAhead * HW, L);
-        }
-        if (count == kSweep1) {
-          column_sums<kSweep1>(s, t, w_s + c, w_t + c, L, c_as, c_at, c_ls, c_lt);
-        } else {
-          for (int b = 0; b < count; ++b)
-            column_sums<1>(s + b, t + b, w_s + c + b, w_t + c + b, L, c_as, c_at, c_ls, c_lt);
-        }
-      }
+      walk_channel_blocks(S, Tm, n, C, HW, h0, L, [&](auto s, auto t, long c, auto B) {
+        column_sums<B()>(s, t, w_s + c, w_t + c, L, c_as, c_at, c_ls, c_lt);
+      });
       // the tile's logits; the running maxima, the accumulators rescaled when they grow
       T m[3] = {mx[0], mx[1], mx[2]};
       const long o = n * HW + h0;
@@ -225,7 +237,7 @@ void forward(const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t, 
         e_t[l] = exp_nonpositive(c_lt[l] - m[2]);
       }
       // sweep 2 (from cache): the row sums
-      for (c = 0; c < C; ++c) {
+      for (long c = 0; c < C; ++c) {
         const long r = (n * C + c) * HW + h0;
         row_sums(S + r, Tm + r, e_a, e_s, e_t, L, row + c, C);
       }
@@ -281,7 +293,7 @@ void forward(const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t, 
   });
 }
 
-// Backward, for the loss's gradient g_out. From the forward's maps and vectors and the
+// Backward, for a loss gradient of 1. From the forward's maps and vectors and the
 // gradients of the contexts g_cs, g_ct and of d's sums g_d (N, C) (from the channel
 // transforms): dS (N, C, HW), and the conv_mask gradients conv_grads (2, C) = sum over images
 // and locations of g_ls S, g_lt T and bias_grads (2) = sum g_ls, sum g_lt. With, per image,
@@ -289,33 +301,29 @@ void forward(const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t, 
 //   g_as_hw = g gamma a_scale A^S_s (sgn(A^S_s - A^S_t) - sum_hw A^S_s sgn(..) / HW)
 //   g_as_c  = g gamma c_scale A^C_s (sgn(A^C_s - A^C_t) - sum_c A^C_s sgn(..) / C)
 //   dS = 2 g d (lambda + A^C_t A^S_t pixw) + sign(S) (g_as_c + g_as_hw) + g_d + w_s g_ls
-//        + g_cs p_s                                    (g = g_out / N, the loss's 1 / N)
+//        + g_cs p_s                                             (g = 1 / N, the loss's 1 / N)
 // work (N * chunks * 2 * (C + 1)): the tasks' partial sums. A dS of more than stream_bytes goes
 // to memory with non-temporal stores.
 template <typename T>
 void backward(const T* S, const T* Tm, const T* maps, const T* vecs, const T* pixw,
-              const T* g_cs, const T* g_ct, const T* g_d, const T* w_s, Weights<T> wt_, T g_out,
-              long N, long C, long HW, long chunk, long tile, T* dS, T* conv_grads,
+              const T* g_cs, const T* g_ct, const T* g_d, const T* w_s, Weights<T> wt_, long N,
+              long C, long HW, long chunk, long tile, T* dS, T* conv_grads,
               T* bias_grads, T* work, long stream_bytes, int n_threads) {
-  constexpr int kSweep1 = 4;
   const long chunks = (HW + chunk - 1) / chunk;
-  const T g = g_out / static_cast<T>(N);
+  const T g = T(1) / static_cast<T>(N);
   const T *sp_s = maps, *sp_t = maps + N * HW, *p_s = maps + 2 * N * HW, *p_t = maps + 3 * N * HW;
   const T *ch_s = vecs, *ch_t = vecs + N * C, *ctx_s = vecs + 5 * N * C, *ctx_t = vecs + 6 * N * C;
   // per image: the coefficients of the attention loss and the contexts
-  std::vector<T> per_nc(2 * N * C), per_n(3 * N);
-  T* two_q1 = per_nc.data();   // 2 g A^C_t
-  T* g_as_c = two_q1 + N * C;
+  std::vector<T> g_as_c(N * C), per_n(3 * N);
   T *k_a = per_n.data(), *k_s = k_a + N, *k_t = k_s + N;
-  auto sgn = [](T x) { return static_cast<T>((x > T(0)) - (x < T(0))); };
   run_tasks(N, n_threads, [&](long n) {
     const long nc = n * C, nh = n * HW;
     T ka = 0;
-    for (long l = 0; l < HW; ++l) ka += sp_s[nh + l] * sgn(sp_s[nh + l] - sp_t[nh + l]);
+    for (long l = 0; l < HW; ++l) ka += sp_s[nh + l] * sign_of(sp_s[nh + l] - sp_t[nh + l]);
     k_a[n] = ka / static_cast<T>(HW);
     T kc = 0, ks = 0, kt = 0;
     for (long c = 0; c < C; ++c) {
-      kc += ch_s[nc + c] * sgn(ch_s[nc + c] - ch_t[nc + c]);
+      kc += ch_s[nc + c] * sign_of(ch_s[nc + c] - ch_t[nc + c]);
       ks += g_cs[nc + c] * ctx_s[nc + c];
       kt += g_ct[nc + c] * ctx_t[nc + c];
     }
@@ -323,10 +331,8 @@ void backward(const T* S, const T* Tm, const T* maps, const T* vecs, const T* pi
     k_s[n] = ks;
     k_t[n] = kt;
     const T f = g * wt_.gamma * wt_.c_scale;
-    for (long c = 0; c < C; ++c) {
-      two_q1[nc + c] = 2 * g * ch_t[nc + c];
-      g_as_c[nc + c] = f * ch_s[nc + c] * (sgn(ch_s[nc + c] - ch_t[nc + c]) - kc);
-    }
+    for (long c = 0; c < C; ++c)
+      g_as_c[nc + c] = f * ch_s[nc + c] * (sign_of(ch_s[nc + c] - ch_t[nc + c]) - kc);
   });
   const T two_q2 = 2 * g * wt_.lambda, f_hw = g * wt_.gamma * wt_.a_scale;
   const bool stream = N * C * HW * static_cast<long>(sizeof(T)) > stream_bytes;
@@ -338,29 +344,14 @@ void backward(const T* S, const T* Tm, const T* maps, const T* vecs, const T* pi
     std::vector<T> buf(5 * tile);
     T *gp_s = buf.data(), *gp_t = gp_s + tile, *P = gp_t + tile, *g_hw = P + tile;
     T* g_row = g_hw + tile;  // a row of dS, streamed to memory
-    const T* s[kSweep1];
-    const T* t[kSweep1];
     for (long h0 = h_begin; h0 < h_end; h0 += tile) {
       const long L = std::min(tile, h_end - h0);
       const long o = n * HW + h0;
       std::fill(buf.begin(), buf.begin() + 2 * tile, T(0));
       // sweep 1: the contexts' gradients against every location
-      for (long c = 0; c < C; c += kSweep1) {
-        const int count = static_cast<int>(std::min<long>(kSweep1, C - c));
-        for (int b = 0; b < count; ++b) {
-          s[b] = S + (n * C + c + b) * HW + h0;
-          t[b] = Tm + (n * C + c + b) * HW + h0;
-          if (c + b + kPrefetchAhead < C) prefetch_rows(s[b], t[b], kPrefetchAhead * HW, L);
-        }
-        const T* gs = g_cs + n * C + c;
-        const T* gt = g_ct + n * C + c;
-        if (count == kSweep1) {
-          context_projections<kSweep1>(s, t, gs, gt, L, gp_s, gp_t);
-        } else {
-          for (int b = 0; b < count; ++b)
-            context_projections<1>(s + b, t + b, gs + b, gt + b, L, gp_s, gp_t);
-        }
-      }
+      walk_channel_blocks(S, Tm, n, C, HW, h0, L, [&](auto s, auto t, long c, auto B) {
+        context_projections<B()>(s, t, g_cs + n * C + c, g_ct + n * C + c, L, gp_s, gp_t);
+      });
       T bs = 0, bt = 0;
       for (long l = 0; l < L; ++l) {
         gp_s[l] = p_s[o + l] * (gp_s[l] - k_s[n]);
@@ -368,7 +359,7 @@ void backward(const T* S, const T* Tm, const T* maps, const T* vecs, const T* pi
         bs += gp_s[l];
         bt += gp_t[l];
         P[l] = sp_t[o + l] * pixw[o + l];
-        g_hw[l] = f_hw * sp_s[o + l] * (sgn(sp_s[o + l] - sp_t[o + l]) - k_a[n]);
+        g_hw[l] = f_hw * sp_s[o + l] * (sign_of(sp_s[o + l] - sp_t[o + l]) - k_a[n]);
       }
       row[2 * C] += bs;
       row[2 * C + 1] += bt;
@@ -380,7 +371,7 @@ void backward(const T* S, const T* Tm, const T* maps, const T* vecs, const T* pi
         const T* tr = Tm + r;
         T* gr = stream ? g_row : dS + r;
         const long nc = n * C + c;
-        const T a = two_q2, b = two_q1[nc], sc = g_as_c[nc], dc = g_d[nc];
+        const T a = two_q2, b = 2 * g * ch_t[nc], sc = g_as_c[nc], dc = g_d[nc];
         const T wc = w_s[c], cc = g_cs[nc];
         T rs = 0, rt = 0;
 #pragma omp simd reduction(+ : rs, rt)
@@ -500,7 +491,7 @@ T loss_and_grads(const T* S, const T* Tm, const T* pixw, const T* const* params,
                        g_ctx.data() + N * C, work.data());
   std::vector<T> conv_grads(2 * C), bias_grads(2), work_b(N * chunks * 2 * (C + 1));
   backward<T>(S, Tm, maps.data(), vecs.data(), pixw, g_ctx.data(), g_ctx.data() + N * C,
-              g_d.data(), params[0], wt_, T(1), N, C, HW, chunk, tile, dS, conv_grads.data(),
+              g_d.data(), params[0], wt_, N, C, HW, chunk, tile, dS, conv_grads.data(),
               bias_grads.data(), work_b.data(), stream_bytes, n_threads);
   std::copy(conv_grads.begin(), conv_grads.begin() + C, g[0]);
   g[1][0] = bias_grads[0];
