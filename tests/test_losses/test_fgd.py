@@ -196,13 +196,14 @@ PASSES = ['kernel', 'one_block', 'channel_blocks', 'kernel_streamed', 'image_blo
 def use_passes(passes: str, monkeypatch) -> None:
     """Run the fast form with ``passes``: the CPU kernel in tiles of 8 locations (several tiles
     and tasks per image; ``kernel_streamed``: the student gradient written with non-temporal
-    stores, as for large maps), or the eager passes in one block, blocks of 7 elements per
+    stores and the next tile prefetched, as for maps in memory), or the eager passes in one block, blocks of 7 elements per
     thread (channel ranges) or of 1500 (several images)."""
     if passes.startswith('kernel'):
         assert fgd_kernel.available(torch.zeros(1)), fgd_kernel.KERNEL.failed
-        monkeypatch.setattr(fgd_kernel, 'TILE', 8)
+        monkeypatch.setattr(fgd_kernel, 'TILE_IN_CACHE', 8)
+        monkeypatch.setattr(fgd_kernel, 'TILE_IN_MEMORY', 8)
         if passes == 'kernel_streamed':
-            monkeypatch.setattr(fgd_kernel, 'STREAM_BYTES', 0)
+            monkeypatch.setattr(fgd_kernel, 'IN_MEMORY_BYTES', 0)
         return
     monkeypatch.setattr(fgd_kernel, 'available', lambda x: False)
     block = dict(one_block=None, channel_blocks=7, image_blocks=1500)[passes]

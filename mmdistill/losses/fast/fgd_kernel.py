@@ -26,13 +26,19 @@ KERNEL = CpuKernel('fgd_kernel.cpp', dict(
     fgd_loss=lambda real: [_P] * 4 + [real] * 6 + [_L] * 5 + [_P] * 2 + [_L, _I],
     fgd_pixel_weights=lambda real: [_P] * 3 + [_L] * 3 + [real] * 2 + [_P, _I]),
     restypes=dict(fgd_loss=lambda real: real))
-#: locations per tile: the tile's rows of S and T (256 channels, 512 KiB in float32) stay in
-#: cache for the second sweep (256 measured faster than 128 and 512 on an AMD EPYC)
-TILE = 256
-#: a student gradient of more bytes than this is written with non-temporal stores (to memory,
-#: not read first: 10.5 against 11.1 ms at 8 x 256 x 15200 float32 on an AMD EPYC); a smaller
-#: one, which may stay in cache, in place (0.58 against 0.75 ms streamed at 8 x 256 x 950)
-STREAM_BYTES = 16 << 20
+#: a student map of more bytes than this is taken to lie in memory, not in cache: it is read in
+#: tiles of ``TILE_IN_MEMORY`` locations and its gradient written with non-temporal stores (to
+#: memory, not read first: 10.5 against 11.1 ms at 8 x 256 x 15200 float32 on an AMD EPYC); a
+#: smaller one in tiles of ``TILE_IN_CACHE``, its gradient in place (0.58 against 0.75 ms
+#: streamed at 8 x 256 x 950)
+IN_MEMORY_BYTES = 16 << 20
+#: locations per tile: the tile's rows of S and T (256 channels, 512 KiB in float32 at 256
+#: locations) stay in cache for the second sweep, which prefetches the next tile's rows. For maps
+#: in memory two tiles must fit in a 1 MiB L2 (AMD EPYC, loss and gradients of 8 x 256 x 15200:
+#: 15.5 ms at 128 locations against 19.7 at 256; 64 and 96 slower, 160 alike); for maps in cache
+#: 256 is faster (8 x 256 x 950: 1.2 against 1.5 ms)
+TILE_IN_CACHE = 256
+TILE_IN_MEMORY = 128
 
 
 def available(x: Tensor) -> bool:
@@ -40,12 +46,17 @@ def available(x: Tensor) -> bool:
     return KERNEL.available(x)
 
 
-def _chunks(n: int, hw: int) -> tuple[int, int]:
-    """(locations per task, tasks per image): whole tiles, at least four tasks per thread where
-    the maps allow."""
+def _tile(nbytes: int) -> int:
+    """Locations per tile for a student map of ``nbytes``."""
+    return TILE_IN_MEMORY if nbytes > IN_MEMORY_BYTES else TILE_IN_CACHE
+
+
+def _chunks(n: int, hw: int, tile: int) -> tuple[int, int]:
+    """(locations per task, tasks per image): whole tiles of ``tile`` locations, at least four
+    tasks per thread where the maps allow."""
     tasks_per_image = max(1, -(-4 * torch.get_num_threads() // n))
     per_task = -(-hw // tasks_per_image)
-    chunk = max(TILE, -(-per_task // TILE) * TILE)
+    chunk = max(tile, -(-per_task // tile) * tile)
     return chunk, -(-hw // chunk)
 
 
@@ -61,7 +72,8 @@ def loss_and_grads(S3: Tensor, T3: Tensor, pix_weight: Tensor, params: Sequence[
     ``(N, C, HW)`` and w.r.t. each parameter (for a loss gradient of 1); else None, None.
     """
     n, c, hw = S3.shape
-    chunk, _ = _chunks(n, hw)
+    tile = _tile(S3.numel() * S3.element_size())
+    chunk, _ = _chunks(n, hw, tile)
     dtype = S3.dtype
     params = [p.detach().contiguous() for p in params]
     addresses = (ctypes.c_void_p * len(params))(*map(ptr, params))
@@ -69,8 +81,8 @@ def loss_and_grads(S3: Tensor, T3: Tensor, pix_weight: Tensor, params: Sequence[
     grads = torch.empty(sum(p.numel() for p in params), dtype=dtype) if want_grad else None
     value = KERNEL.fn('fgd_loss', dtype)(
         ptr(S3), ptr(T3), ptr(pix_weight), addresses, *eps, 1.0 / (c * temp), 1.0 / (hw * temp),
-        gamma, lambda_, n, c, hw, chunk, TILE, None if grad_S is None else ptr(grad_S),
-        None if grads is None else ptr(grads), STREAM_BYTES, torch.get_num_threads())
+        gamma, lambda_, n, c, hw, chunk, tile, None if grad_S is None else ptr(grad_S),
+        None if grads is None else ptr(grads), IN_MEMORY_BYTES, torch.get_num_threads())
     value = torch.tensor(value, dtype=dtype)
     if not want_grad:
         return value, None, None
