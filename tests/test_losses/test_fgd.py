@@ -503,3 +503,30 @@ def test_kernel_computes_gradients_only_when_recorded(monkeypatch):
     fast(s, t, boxes, img_shape).backward()
     assert calls == [False, True]
     assert s.grad is not None
+
+
+@pytest.mark.parametrize('l2_size, channels, dtype, tile', [
+    ('1024K', 256, torch.float32, 128),   # two tiles of S and T in half the L2
+    ('512K', 256, torch.float32, 64),
+    ('2048K', 256, torch.float32, 256),   # capped at TILE_IN_MEMORY
+    ('1024K', 256, torch.float64, 64),
+    ('1024K', 4096, torch.float32, 16),   # at least 16
+    (None, 256, torch.float32, 128),      # no L2 described: DEFAULT_L2_BYTES (1 MiB)
+])
+def test_kernel_tile_from_l2_size(l2_size, channels, dtype, tile, monkeypatch, tmp_path):
+    """Maps in memory are read in tiles sized by the L2 that sysfs describes; maps that fit
+    the caches in tiles of TILE_IN_CACHE."""
+    for index, (level, size) in enumerate([('1', '48K'), ('2', l2_size), ('3', '32768K')]):
+        if size is not None:
+            (tmp_path / f'index{index}').mkdir()
+            (tmp_path / f'index{index}' / 'level').write_text(level + '\n')
+            (tmp_path / f'index{index}' / 'size').write_text(size + '\n')
+    monkeypatch.setattr(fgd_kernel, 'CPU_CACHE_DIR', str(tmp_path))
+    fgd_kernel.l2_bytes.cache_clear()
+    try:
+        in_memory = torch.empty(2, channels, fgd_kernel.IN_MEMORY_BYTES // channels, dtype=dtype)
+        assert fgd_kernel._tile(in_memory) == tile
+        in_cache = torch.empty(1, channels, 64, dtype=dtype)
+        assert fgd_kernel._tile(in_cache) == fgd_kernel.TILE_IN_CACHE
+    finally:
+        fgd_kernel.l2_bytes.cache_clear()

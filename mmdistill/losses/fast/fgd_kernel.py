@@ -13,7 +13,10 @@ read the second time from cache. Built and loaded by
 from __future__ import annotations
 
 import ctypes
+import functools
+import glob
 import itertools
+import os.path as osp
 from collections.abc import Sequence
 
 import torch
@@ -32,13 +35,36 @@ KERNEL = CpuKernel('fgd_kernel.cpp', dict(
 #: smaller one in tiles of ``TILE_IN_CACHE``, its gradient in place (0.58 against 0.75 ms
 #: streamed at 8 x 256 x 950)
 IN_MEMORY_BYTES = 16 << 20
-#: locations per tile: the tile's rows of S and T (256 channels, 512 KiB in float32 at 256
-#: locations) stay in cache for the second sweep, which prefetches the next tile's rows. For maps
-#: in memory two tiles must fit in a 1 MiB L2 (AMD EPYC, loss and gradients of 8 x 256 x 15200:
-#: 15.5 ms at 128 locations against 19.7 at 256; 64 and 96 slower, 160 alike); for maps in cache
-#: 256 is faster (8 x 256 x 950: 1.2 against 1.5 ms)
+#: locations per tile for maps in cache: the tile's rows of S and T (256 channels: 512 KiB in
+#: float32) stay in cache for the second sweep (8 x 256 x 950 on an AMD EPYC: 1.2 ms for the
+#: loss and gradients against 1.5 at 128 locations)
 TILE_IN_CACHE = 256
-TILE_IN_MEMORY = 128
+#: locations per tile for maps in memory, at most: the second sweep prefetches the next tile's
+#: rows, and two tiles of S and T must fit in half the L2 (:func:`_tile`; 128 at 256 channels in
+#: float32 with a 1 MiB L2; on an AMD EPYC, 8 x 256 x 15200: 15.5 ms at 128 locations against
+#: 19.7 at 256 without the prefetch; 64 and 96 slower, 160 alike)
+TILE_IN_MEMORY = 256
+#: the L2 size assumed where the system does not tell it
+DEFAULT_L2_BYTES = 1 << 20
+#: where Linux describes the caches of the first core
+CPU_CACHE_DIR = '/sys/devices/system/cpu/cpu0/cache'
+
+
+@functools.lru_cache(maxsize=None)
+def l2_bytes() -> int:
+    """The size of a core's L2 cache (from ``CPU_CACHE_DIR``), else ``DEFAULT_L2_BYTES``."""
+    for index in sorted(glob.glob(osp.join(CPU_CACHE_DIR, 'index*'))):
+        try:
+            with open(osp.join(index, 'level')) as f:
+                level = f.read().strip()
+            with open(osp.join(index, 'size')) as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        units = {'K': 1 << 10, 'M': 1 << 20}
+        if level == '2' and size[:-1].isdigit() and size[-1] in units:
+            return int(size[:-1]) * units[size[-1]]
+    return DEFAULT_L2_BYTES
 
 
 def available(x: Tensor) -> bool:
@@ -46,9 +72,14 @@ def available(x: Tensor) -> bool:
     return KERNEL.available(x)
 
 
-def _tile(nbytes: int) -> int:
-    """Locations per tile for a student map of ``nbytes``."""
-    return TILE_IN_MEMORY if nbytes > IN_MEMORY_BYTES else TILE_IN_CACHE
+def _tile(S3: Tensor) -> int:
+    """Locations per tile for the ``(N, C, HW)`` student map ``S3``: ``TILE_IN_CACHE`` where
+    it may lie in cache, else the most locations, a multiple of 16 (at least 16), that put two
+    tiles of S and T in half the L2, up to ``TILE_IN_MEMORY``."""
+    if S3.numel() * S3.element_size() <= IN_MEMORY_BYTES:
+        return TILE_IN_CACHE
+    per_location = 2 * 2 * S3.shape[1] * S3.element_size()  # two tiles of S and T
+    return min(TILE_IN_MEMORY, max(16, l2_bytes() // 2 // per_location // 16 * 16))
 
 
 def _chunks(n: int, hw: int, tile: int) -> tuple[int, int]:
@@ -72,7 +103,7 @@ def loss_and_grads(S3: Tensor, T3: Tensor, pix_weight: Tensor, params: Sequence[
     ``(N, C, HW)`` and w.r.t. each parameter (for a loss gradient of 1); else None, None.
     """
     n, c, hw = S3.shape
-    tile = _tile(S3.numel() * S3.element_size())
+    tile = _tile(S3)
     chunk, _ = _chunks(n, hw, tile)
     dtype = S3.dtype
     params = [p.detach().contiguous() for p in params]
