@@ -196,8 +196,8 @@ PASSES = ['kernel', 'one_block', 'channel_blocks', 'kernel_streamed', 'image_blo
 def use_passes(passes: str, monkeypatch) -> None:
     """Run the fast form with ``passes``: the CPU kernel in tiles of 8 locations (several tiles
     and tasks per image; ``kernel_streamed``: the student gradient written with non-temporal
-    stores and the next tile prefetched, as for maps in memory), or the eager passes in one block, blocks of 7 elements per
-    thread (channel ranges) or of 1500 (several images)."""
+    stores and the tiles sized, as for maps in memory), or the eager passes in one block, in
+    blocks of 7 elements per thread (channel ranges) or of 1500 (several images)."""
     if passes.startswith('kernel'):
         assert fgd_kernel.available(torch.zeros(1)), fgd_kernel.KERNEL.failed
         monkeypatch.setattr(fgd_kernel, 'TILE_IN_CACHE', 8)
@@ -521,12 +521,12 @@ def test_kernel_tile_from_l2_size(l2_size, channels, dtype, tile, monkeypatch, t
             (tmp_path / f'index{index}').mkdir()
             (tmp_path / f'index{index}' / 'level').write_text(level + '\n')
             (tmp_path / f'index{index}' / 'size').write_text(size + '\n')
-    monkeypatch.setattr(fgd_kernel, 'CPU_CACHE_DIR', str(tmp_path))
-    fgd_kernel.l2_bytes.cache_clear()
+    monkeypatch.setattr(cpu_kernel, 'CPU_CACHE_DIR', str(tmp_path))
+    cpu_kernel.l2_bytes.cache_clear()
     try:
         in_memory = torch.empty(2, channels, fgd_kernel.IN_MEMORY_BYTES // channels, dtype=dtype)
         assert fgd_kernel._tile(in_memory) == tile
         in_cache = torch.empty(1, channels, 64, dtype=dtype)
         assert fgd_kernel._tile(in_cache) == fgd_kernel.TILE_IN_CACHE
     finally:
-        fgd_kernel.l2_bytes.cache_clear()
+        cpu_kernel.l2_bytes.cache_clear()

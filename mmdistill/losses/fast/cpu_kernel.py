@@ -11,6 +11,7 @@ flags, the compiler and the CPU; loaded with ``ctypes``. Where no compiler build
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import hashlib
 import os
@@ -43,6 +44,29 @@ def _cpu_flags() -> str:
         return ''.join(sorted(set(lines)))
     except OSError:
         return platform.processor()
+
+
+#: the L2 size assumed where the system does not tell it
+DEFAULT_L2_BYTES = 1 << 20
+#: where Linux describes the caches of the first core
+CPU_CACHE_DIR = '/sys/devices/system/cpu/cpu0/cache'
+
+
+@functools.lru_cache(maxsize=None)
+def l2_bytes() -> int:
+    """The size of a core's L2 cache (from ``CPU_CACHE_DIR``), else ``DEFAULT_L2_BYTES``."""
+    for index in sorted(glob.glob(osp.join(CPU_CACHE_DIR, 'index*'))):
+        try:
+            with open(osp.join(index, 'level')) as f:
+                level = f.read().strip()
+            with open(osp.join(index, 'size')) as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        units = {'K': 1 << 10, 'M': 1 << 20}
+        if level == '2' and size[:-1].isdigit() and size[-1] in units:
+            return int(size[:-1]) * units[size[-1]]
+    return DEFAULT_L2_BYTES
 
 
 def compile_source(compiler: str, source: str, out: str) -> str | None:
@@ -131,4 +155,4 @@ def ptr(x: Tensor) -> int:
     return x.data_ptr()
 
 
-__all__ = ['CpuKernel', 'compile_source', 'ptr']
+__all__ = ['CpuKernel', 'compile_source', 'l2_bytes', 'ptr']

@@ -7,11 +7,11 @@
 // image's chunk of locations each; a task walks its chunk in tiles of `tile` locations. For each
 // tile, sweep 1 reads the tile's rows of every channel (the column sums over channels need all
 // of them), sweep 2 reads them again from cache and prefetches the next tile's rows, so that
-// their reads from memory overlap its arithmetic (two tiles fit in a 1 MiB L2): each map is
-// read from memory once per pass. The spatial softmaxes (teacher attention, the GcBlock contexts) are over every
-// location of an image, so the forward accumulates their numerators against the task's running
-// maximum, rescaled when it grows; a last step per image combines the tasks and divides by the
-// softmax sums.
+// their reads from memory overlap its arithmetic (fgd_kernel.py sizes the tiles of large maps
+// so that two fit in half the L2): each map is read from memory once per pass. The spatial
+// softmaxes (teacher attention, the GcBlock contexts) are over every location of an image, so
+// the forward accumulates their numerators against the task's running maximum, rescaled when it
+// grows; a last step per image combines the tasks and divides by the softmax sums.
 #include <algorithm>
 #include <cmath>
 #include <limits>

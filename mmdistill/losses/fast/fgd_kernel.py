@@ -13,16 +13,13 @@ read the second time from cache. Built and loaded by
 from __future__ import annotations
 
 import ctypes
-import functools
-import glob
 import itertools
-import os.path as osp
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from mmdistill.losses.fast.cpu_kernel import CpuKernel, ptr
+from mmdistill.losses.fast.cpu_kernel import CpuKernel, l2_bytes, ptr
 
 _P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
 KERNEL = CpuKernel('fgd_kernel.cpp', dict(
@@ -44,29 +41,6 @@ TILE_IN_CACHE = 256
 #: float32 with a 1 MiB L2; on an AMD EPYC, 8 x 256 x 15200: 15.5 ms at 128 locations against
 #: 19.7 at 256 without the prefetch; 64 and 96 slower, 160 alike)
 TILE_IN_MEMORY = 256
-#: the L2 size assumed where the system does not tell it
-DEFAULT_L2_BYTES = 1 << 20
-#: where Linux describes the caches of the first core
-CPU_CACHE_DIR = '/sys/devices/system/cpu/cpu0/cache'
-
-
-@functools.lru_cache(maxsize=None)
-def l2_bytes() -> int:
-    """The size of a core's L2 cache (from ``CPU_CACHE_DIR``), else ``DEFAULT_L2_BYTES``."""
-    for index in sorted(glob.glob(osp.join(CPU_CACHE_DIR, 'index*'))):
-        try:
-            with open(osp.join(index, 'level')) as f:
-                level = f.read().strip()
-            with open(osp.join(index, 'size')) as f:
-                size = f.read().strip()
-        except OSError:
-            continue
-        units = {'K': 1 << 10, 'M': 1 << 20}
-        if level == '2' and size[:-1].isdigit() and size[-1] in units:
-            return int(size[:-1]) * units[size[-1]]
-    return DEFAULT_L2_BYTES
-
-
 def available(x: Tensor) -> bool:
     """Whether the kernel runs on ``x`` (float32 or float64 on the CPU, the kernel built)."""
     return KERNEL.available(x)
