@@ -305,13 +305,13 @@ void forward(const T* S, const T* Tm, const T* w_s, const T* w_t, T b_s, T b_t, 
 //   g_as_c  = g gamma c_scale A^C_s (sgn(A^C_s - A^C_t) - sum_c A^C_s sgn(..) / C)
 //   dS = 2 g d (lambda + A^C_t A^S_t pixw) + sign(S) (g_as_c + g_as_hw) + g_d + w_s g_ls
 //        + g_cs p_s                                             (g = 1 / N, the loss's 1 / N)
-// work (N * chunks * 2 * (C + 1)): the tasks' partial sums. A dS of more than stream_bytes goes
-// to memory with non-temporal stores.
+// work (N * chunks * 2 * (C + 1)): the tasks' partial sums. With `stream` (maps larger than the
+// caches), dS goes to memory with non-temporal stores.
 template <typename T>
 void backward(const T* S, const T* Tm, const T* maps, const T* vecs, const T* pixw,
               const T* g_cs, const T* g_ct, const T* g_d, const T* w_s, Weights<T> wt_, long N,
               long C, long HW, long chunk, long tile, T* dS, T* conv_grads,
-              T* bias_grads, T* work, long stream_bytes, int n_threads) {
+              T* bias_grads, T* work, bool stream, int n_threads) {
   const long chunks = (HW + chunk - 1) / chunk;
   const T g = T(1) / static_cast<T>(N);
   const T *sp_s = maps, *sp_t = maps + N * HW, *p_s = maps + 2 * N * HW, *p_t = maps + 3 * N * HW;
@@ -338,7 +338,6 @@ void backward(const T* S, const T* Tm, const T* maps, const T* vecs, const T* pi
       g_as_c[nc + c] = f * ch_s[nc + c] * (sign_of(ch_s[nc + c] - ch_t[nc + c]) - kc);
   });
   const T two_q2 = 2 * g * wt_.lambda, f_hw = g * wt_.gamma * wt_.a_scale;
-  const bool stream = N * C * HW * static_cast<long>(sizeof(T)) > stream_bytes;
   run_tasks(N * chunks, n_threads, [&](long k) {
     const long n = k / chunks, h_begin = (k % chunks) * chunk;
     const long h_end = std::min(HW, h_begin + chunk);
@@ -441,7 +440,7 @@ void pixel_weights(const long* ends, const double* bounds, const T* value, long 
 template <typename T>
 T loss_and_grads(const T* S, const T* Tm, const T* pixw, const T* const* params, T eps_s,
                  T eps_t, Weights<T> wt_, long N, long C, long HW, long chunk, long tile, T* dS,
-                 T* grads, long stream_bytes, int n_threads) {
+                 T* grads, bool stream, int n_threads) {
   const long chunks = (HW + chunk - 1) / chunk, H = C / 2;
   std::vector<T> maps(4 * N * HW), vecs(7 * N * C), terms(N);
   {
@@ -497,7 +496,7 @@ T loss_and_grads(const T* S, const T* Tm, const T* pixw, const T* const* params,
   std::vector<T> conv_grads(2 * C), bias_grads(2), work_b(N * chunks * 2 * (C + 1));
   backward<T>(S, Tm, maps.data(), vecs.data(), pixw, g_ctx.data(), g_ctx.data() + N * C,
               g_d.data(), params[0], wt_, N, C, HW, chunk, tile, dS, conv_grads.data(),
-              bias_grads.data(), work_b.data(), stream_bytes, n_threads);
+              bias_grads.data(), work_b.data(), stream, n_threads);
   std::copy(conv_grads.begin(), conv_grads.begin() + C, g[0]);
   g[1][0] = bias_grads[0];
   std::copy(conv_grads.begin() + C, conv_grads.end(), g[2]);
@@ -511,10 +510,10 @@ T loss_and_grads(const T* S, const T* Tm, const T* pixw, const T* const* params,
   extern "C" T fgd_loss_##SUFFIX(                                                              \
       const T* S, const T* Tm, const T* pixw, const T* const* params, T eps_s, T eps_t,       \
       T a_scale, T c_scale, T gamma, T lambda, long N, long C, long HW, long chunk, long tile, \
-      T* dS, T* grads, long stream_bytes, int n_threads) {                                     \
+      T* dS, T* grads, int stream, int n_threads) {                                            \
     return loss_and_grads<T>(S, Tm, pixw, params, eps_s, eps_t,                               \
                              {a_scale, c_scale, gamma, lambda}, N, C, HW, chunk, tile, dS,    \
-                             grads, stream_bytes, n_threads);                                  \
+                             grads, stream != 0, n_threads);                                   \
   }                                                                                            \
   extern "C" void fgd_pixel_weights_##SUFFIX(const long* ends, const double* bounds,          \
                                              const T* value, long N, long H, long W, T alpha, \

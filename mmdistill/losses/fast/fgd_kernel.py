@@ -23,7 +23,7 @@ from mmdistill.losses.fast.cpu_kernel import CpuKernel, l2_bytes, ptr
 
 _P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
 KERNEL = CpuKernel('fgd_kernel.cpp', dict(
-    fgd_loss=lambda real: [_P] * 4 + [real] * 6 + [_L] * 5 + [_P] * 2 + [_L, _I],
+    fgd_loss=lambda real: [_P] * 4 + [real] * 6 + [_L] * 5 + [_P] * 2 + [_I, _I],
     fgd_pixel_weights=lambda real: [_P] * 3 + [_L] * 3 + [real] * 2 + [_P, _I]),
     restypes=dict(fgd_loss=lambda real: real))
 #: a student map of more bytes than this is taken to lie in memory, not in cache: it is read in
@@ -41,16 +41,23 @@ TILE_IN_CACHE = 256
 #: float32 with a 1 MiB L2; on an AMD EPYC, 8 x 256 x 15200: 15.5 ms at 128 locations against
 #: 19.7 at 256 without the prefetch; 64 and 96 slower, 160 alike)
 TILE_IN_MEMORY = 256
+
+
 def available(x: Tensor) -> bool:
     """Whether the kernel runs on ``x`` (float32 or float64 on the CPU, the kernel built)."""
     return KERNEL.available(x)
+
+
+def _in_memory(S3: Tensor) -> bool:
+    """Whether the student map ``S3`` is taken to lie in memory (``IN_MEMORY_BYTES``)."""
+    return S3.numel() * S3.element_size() > IN_MEMORY_BYTES
 
 
 def _tile(S3: Tensor) -> int:
     """Locations per tile for the ``(N, C, HW)`` student map ``S3``: ``TILE_IN_CACHE`` where
     it may lie in cache, else the most locations, a multiple of 16 (at least 16), that put two
     tiles of S and T in half the L2, up to ``TILE_IN_MEMORY``."""
-    if S3.numel() * S3.element_size() <= IN_MEMORY_BYTES:
+    if not _in_memory(S3):
         return TILE_IN_CACHE
     per_location = 2 * 2 * S3.shape[1] * S3.element_size()  # two tiles of S and T
     return min(TILE_IN_MEMORY, max(16, l2_bytes() // 2 // per_location // 16 * 16))
@@ -87,7 +94,7 @@ def loss_and_grads(S3: Tensor, T3: Tensor, pix_weight: Tensor, params: Sequence[
     value = KERNEL.fn('fgd_loss', dtype)(
         ptr(S3), ptr(T3), ptr(pix_weight), addresses, *eps, 1.0 / (c * temp), 1.0 / (hw * temp),
         gamma, lambda_, n, c, hw, chunk, tile, None if grad_S is None else ptr(grad_S),
-        None if grads is None else ptr(grads), IN_MEMORY_BYTES, torch.get_num_threads())
+        None if grads is None else ptr(grads), int(_in_memory(S3)), torch.get_num_threads())
     value = torch.tensor(value, dtype=dtype)
     if not want_grad:
         return value, None, None
